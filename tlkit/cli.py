@@ -1,0 +1,141 @@
+"""The ``tlkit`` command line: it only parses arguments and calls the library."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tlkit import TlkitError
+
+
+def _train(a: argparse.Namespace) -> None:
+    from tlkit.pipeline import train_run
+
+    train_run(a.dataset, a.base, epochs=a.epochs, batch_size=a.batch_size, img_size=a.img_size,
+              finetune=a.finetune, finetune_epochs=a.finetune_epochs, weights=a.weights,
+              alpha=a.alpha, data_dir=a.data_dir, weights_dir=a.weights_dir,
+              limit_per_class=a.limit_per_class, seed=a.seed, out=a.out, lr=a.lr,
+              augment=not a.no_augment, class_weight="balanced" if a.class_weights else None,
+              early_stopping=a.patience or None, label_smoothing=a.label_smoothing,
+              tensorboard=a.tensorboard, verbose=a.verbose)
+
+
+def _info(a: argparse.Namespace) -> None:
+    from tlkit.info import info_text
+
+    print(info_text(a.data_dir, a.weights_dir))
+
+
+def _course(a: argparse.Namespace) -> None:
+    from tlkit.course import run_course
+
+    summary = run_course(a.profile, data_dir=a.data_dir, weights_dir=a.weights_dir, out=a.out,
+                         notebooks=a.notebooks, only=a.only)
+    if summary["failed"]:
+        raise SystemExit(1)
+
+
+def _book(a: argparse.Namespace) -> None:
+    from tlkit.book import build_book
+
+    build_book(run=a.run, root=a.root)
+
+
+def _bench(a: argparse.Namespace) -> None:
+    from tlkit.bench import run_bench
+
+    run_bench(a.suite, data_dir=a.data_dir, weights_dir=a.weights_dir, out=a.out)
+
+
+def _predict(a: argparse.Namespace) -> None:
+    from tlkit.serve import Predictor
+
+    pred = Predictor.load(a.model, threshold=a.threshold)
+    for path, (label, conf) in zip(a.images, pred.predict_files(a.images)):
+        print(f"{path}\t{label}\t{conf:.3f}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tlkit", description="Transfer-learning workbook toolkit.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one model and write curves, confusion matrix, "
+                                     "prediction grid, record and model")
+    t.add_argument("--dataset", default="synthetic",
+                   help="synthetic, cifar10, cifar100, flowers, or a path to an image folder/archive")
+    t.add_argument("--base", default="cnn", help="model name from the registry (e.g. resnet50, cnn)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--img-size", type=int, default=None, help="input size the model sees")
+    t.add_argument("--finetune", action="store_true", help="second phase: unfreeze and fine-tune")
+    t.add_argument("--finetune-epochs", type=int, default=None, help="default: --epochs")
+    t.add_argument("--weights", default=None, help="imagenet, none, or a weights file")
+    t.add_argument("--alpha", type=float, default=None, help="width multiplier (MobileNets)")
+    t.add_argument("--data-dir", default=None, help="local data sets (default $TLKIT_DATA_DIR)")
+    t.add_argument("--weights-dir", default=None, help="local weights (default $TLKIT_WEIGHTS_DIR)")
+    t.add_argument("--limit-per-class", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--class-weights", action="store_true", help="balance classes by frequency")
+    t.add_argument("--patience", type=int, default=5, help="early stopping (0: off)")
+    t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs")
+    t.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+    t.add_argument("--out", default="runs/train")
+    t.set_defaults(func=_train)
+
+    i = sub.add_parser("info", help="backend, devices, versions, local data and weights")
+    i.add_argument("--data-dir", default=None)
+    i.add_argument("--weights-dir", default=None)
+    i.set_defaults(func=_info)
+
+    c = sub.add_parser("course", help="run the course notebooks")
+    csub = c.add_subparsers(dest="action", required=True)
+    cr = csub.add_parser("run", help="execute the notebooks in order with papermill")
+    cr.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="smoke")
+    cr.add_argument("--data-dir", default=None)
+    cr.add_argument("--weights-dir", default=None)
+    cr.add_argument("--out", default=None, help="default: runs/<profile>")
+    cr.add_argument("--notebooks", default=None, help="folder of the source notebooks")
+    cr.add_argument("--only", nargs="*", default=None, help="notebook numbers, e.g. 01 02")
+    cr.set_defaults(func=_course)
+
+    b = sub.add_parser("book", help="build the Jupyter Book")
+    bsub = b.add_subparsers(dest="action", required=True)
+    bb = bsub.add_parser("build", help="build the HTML book from a course run, offline")
+    bb.add_argument("--run", default="runs/smoke", help="output folder of 'tlkit course run'")
+    bb.add_argument("--root", default=".", help="the repository root (holds _config.yml)")
+    bb.set_defaults(func=_book)
+
+    be = sub.add_parser("bench", help="run a benchmark suite and write bench.json")
+    be.add_argument("--suite", choices=("smoke", "cpu", "gpu"), default="smoke")
+    be.add_argument("--data-dir", default=None)
+    be.add_argument("--weights-dir", default=None)
+    be.add_argument("--out", default="runs/bench")
+    be.set_defaults(func=_bench)
+
+    pr = sub.add_parser("predict", help="classify image files with a trained model")
+    pr.add_argument("model", help="a _model.keras file written by 'tlkit train'")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--threshold", type=float, default=0.5, help="below this: 'unknown'")
+    pr.set_defaults(func=_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MPLBACKEND", "Agg")  # the CLI only saves figures
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except TlkitError as e:
+        print(f"tlkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tlkit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,566 @@
+"""Datasets: by name or path, local first, decoded once and cached as uint8 arrays.
+
+``load_dataset("cifar10")`` looks in ``data_dir`` / ``$TLKIT_DATA_DIR`` for an image
+folder or archive whose name starts with ``cifar10`` before it asks Keras to download;
+``load_dataset("synthetic")`` draws a learnable data set in memory; any path to an
+image folder (one folder a class, optionally under ``train/`` and ``test/``), a
+``.tar``/``.tar.gz``/``.zip`` of one, or a folder of TFRecord shards also works.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from tlkit import TlkitError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
+BUILTIN = ("synthetic", "cifar10", "cifar100", "flowers")
+FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
+CACHE_VERSION = 2
+
+
+class DatasetError(TlkitError):
+    """A data set could not be found or read; the message says how to fix it."""
+
+
+@dataclass
+class Dataset:
+    """Images as uint8 arrays (N, H, W, 3) with integer labels and class names."""
+
+    name: str
+    source: str
+    class_names: list[str]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    corrupt: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def counts(self) -> dict[str, list[int]]:
+        """Images per class in each split."""
+        out = {}
+        for split in ("train", "val", "test"):
+            y = getattr(self, f"y_{split}")
+            if y is not None:
+                out[split] = np.bincount(y, minlength=self.num_classes).tolist()
+        return out
+
+    def imbalance(self) -> float:
+        """Largest over smallest training class (1.0 = balanced)."""
+        c = np.bincount(self.y_train, minlength=self.num_classes)
+        return float(c.max() / max(c.min(), 1))
+
+    def describe(self) -> str:
+        """A short human-readable summary: sizes, class counts, imbalance, corrupt files."""
+        c = self.counts()
+        lines = [f"{self.name} ({self.source}): {self.num_classes} classes, images {self.image_shape}"]
+        for split, counts in c.items():
+            lines.append(f"  {split:5s} {sum(counts):6d} images, per class min {min(counts)} max {max(counts)}")
+        lines.append(f"  imbalance (max/min train class) {self.imbalance():.2f}")
+        if self.corrupt:
+            lines.append(f"  {len(self.corrupt)} unreadable image(s) skipped: {', '.join(self.corrupt[:5])}"
+                         + (" ..." if len(self.corrupt) > 5 else ""))
+        return "\n".join(lines)
+
+    def info(self) -> dict:
+        """What a run record stores about the data."""
+        return {"name": self.name, "source": self.source, "class_names": list(self.class_names),
+                "counts": self.counts(), "image_shape": list(self.image_shape),
+                "imbalance": round(self.imbalance(), 3), "corrupt": list(self.corrupt)}
+
+
+# --------------------------------------------------------------------------- synthetic
+
+def make_synthetic(n_classes: int = 4, n_per_class: int = 200, size: int = 32, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Draw ``n_classes`` of coloured shapes and textures on noisy backgrounds.
+
+    Each class has its own shape or texture; colour, position, scale and background
+    vary per image, so a model has to learn the shapes, not one pixel. Deterministic by seed.
+    """
+    kinds = ["disc", "square", "triangle", "cross", "ring", "stripes", "checker", "diamond",
+             "hbar", "dots"]
+    if not 2 <= n_classes <= len(kinds):
+        raise DatasetError(f"synthetic data has 2 to {len(kinds)} classes, not {n_classes}")
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    n = n_classes * n_per_class
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    images = np.empty((n, size, size, 3), np.uint8)
+    for i, label in enumerate(labels):
+        cx, cy = rng.uniform(0.3, 0.7, 2)
+        r = rng.uniform(0.15, 0.3)
+        dx, dy = xx - cx, yy - cy
+        kind = kinds[label]
+        if kind == "disc":
+            mask = dx**2 + dy**2 < r**2
+        elif kind == "square":
+            mask = (abs(dx) < r * 0.85) & (abs(dy) < r * 0.85)
+        elif kind == "triangle":
+            mask = (dy < r * 0.8) & (dy > -r) & (abs(dx) < (dy + r) * 0.6)
+        elif kind == "cross":
+            mask = ((abs(dx) < r / 3.5) & (abs(dy) < r)) | ((abs(dy) < r / 3.5) & (abs(dx) < r))
+        elif kind == "ring":
+            d = np.sqrt(dx**2 + dy**2)
+            mask = (d < r) & (d > r * 0.6)
+        elif kind == "stripes":
+            mask = np.sin((xx + yy) * rng.uniform(14, 20) + rng.uniform(0, 6)) > 0.3
+        elif kind == "checker":
+            k = rng.uniform(6, 9)
+            mask = (np.floor(xx * k) + np.floor(yy * k)) % 2 == 0
+        elif kind == "diamond":
+            mask = abs(dx) + abs(dy) < r
+        elif kind == "hbar":
+            mask = (abs(dy) < r / 3) & (abs(dx) < r * 1.2)
+        else:  # dots
+            mask = (np.sin(xx * rng.uniform(18, 24)) * np.sin(yy * rng.uniform(18, 24))) > 0.5
+        background = rng.uniform(0, 0.5, 3) + rng.normal(0, 0.06, (size, size, 3))
+        colour = rng.uniform(0.45, 1.0, 3)
+        img = np.where(mask[..., None], colour, background) + rng.normal(0, 0.04, (size, size, 3))
+        images[i] = np.clip(img * 255, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.int64), kinds[:n_classes]
+
+
+# --------------------------------------------------------------------------- image folders
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not Path(name).name.startswith(".")
+
+
+def _iter_folder(root: Path) -> Iterator[tuple[str, bytes | None]]:
+    """Yield (relative path, bytes) for files, (relative dir + '/', None) for folders."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(root)
+        if str(rel) != ".":
+            yield rel.as_posix() + "/", None
+        for f in sorted(filenames):
+            if _is_image(f):
+                yield (rel / f).as_posix(), (Path(dirpath) / f).read_bytes()
+
+
+def _iter_tar(path: Path) -> Iterator[tuple[str, bytes | None]]:
+    # Stream the archive: random access into a .tar.gz re-decompresses from the start.
+    with tarfile.open(path, "r|*") as tar:
+        for member in tar:
+            name = member.name.lstrip("./")
+            if member.isdir():
+                yield name.rstrip("/") + "/", None
+            elif member.isfile() and _is_image(name):
+                fh = tar.extractfile(member)
+                yield name, fh.read() if fh else b""
+
+
+def _iter_zip(path: Path) -> Iterator[tuple[str, bytes | None]]:
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                yield info.filename, None
+            elif _is_image(info.filename):
+                yield info.filename, zf.read(info)
+
+
+def _decode(data: bytes, image_size: int | None) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im = im.convert("RGB")
+        if image_size and im.size != (image_size, image_size):
+            im = im.resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def read_image_tree(entries: Iterable[tuple[str, bytes | None]], source: str,
+                    image_size: int | None = None, fallback_size: int | None = None) -> dict:
+    """Turn (path, bytes) entries of an image-folder layout into arrays per split.
+
+    Layouts: ``<class>/<img>`` or ``<split>/<class>/<img>`` below any common top folders.
+    Returns ``{"splits": {split: (x, y)}, "class_names": [...], "corrupt": [...]}``.
+    """
+    files, dirs = [], set()
+    for name, data in entries:
+        parts = [p for p in name.split("/") if p]
+        if data is None:
+            dirs.add(tuple(parts))
+        else:
+            files.append((parts, data))
+            for k in range(1, len(parts)):
+                dirs.add(tuple(parts[:k]))
+    if not files:
+        raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {source}: "
+                           "expected one folder per class, e.g. flowers/daisy/001.jpg")
+    # Strip top folders that every file shares (e.g. "flowers/" or "cifar10-jpg/").
+    prefix: list[str] = []
+    while True:
+        firsts = {tuple(p[: len(prefix) + 1]) for p, _ in files if len(p) > len(prefix) + 2}
+        if len(firsts) == 1 and all(len(p) > len(prefix) + 2 for p, _ in files):
+            candidate = list(next(iter(firsts)))
+            if candidate[-1].lower() in SPLIT_NAMES:
+                break
+            prefix = candidate
+        else:
+            break
+    depth = len(prefix)
+    rel = [(p[depth:], d) for p, d in files]
+    top = {p[0] for p, _ in rel if len(p) > 1}
+    split_layout = bool(top) and all(t.lower() in SPLIT_NAMES for t in top) and any(
+        t.lower() == "train" for t in top)
+    if not split_layout and any(len(p) < 2 for p, _ in rel):
+        loose = next("/".join(prefix + p) for p, _ in rel if len(p) < 2)
+        raise DatasetError(f"{source}: image {loose} is not inside a class folder; "
+                           "put each class's images in a folder named after the class")
+    if split_layout and any(len(p) < 3 for p, _ in rel):
+        loose = next("/".join(prefix + p) for p, _ in rel if len(p) < 3)
+        raise DatasetError(f"{source}: image {loose} is not inside <split>/<class>/")
+
+    def class_dirs(split: str | None) -> set[str]:
+        base = tuple(prefix) + ((split,) if split else ())
+        return {d[len(base)] for d in dirs if len(d) == len(base) + 1 and d[: len(base)] == base}
+
+    by_split: dict[str, list[tuple[str, str, bytes]]] = {}
+    for p, d in rel:
+        split = SPLIT_NAMES[p[0].lower()] if split_layout else "all"
+        cls = p[1] if split_layout else p[0]
+        by_split.setdefault(split, []).append((cls, "/".join(prefix + p), d))
+    raw_splits = [s for s in top] if split_layout else [None]
+    all_class_dirs = set().union(*(class_dirs(s) for s in raw_splits))
+    class_names = sorted(all_class_dirs)
+    present = {cls for items in by_split.values() for cls, _, _ in items}
+    empty = sorted(all_class_dirs - present)
+    if empty:
+        raise DatasetError(f"{source}: class folder(s) {', '.join(empty)} hold no images; "
+                           "add images or remove the empty folder(s)")
+    if len(class_names) < 2:
+        raise DatasetError(f"{source}: only one class ({class_names[0]}) found; a classifier needs "
+                           "at least two class folders side by side")
+    index = {c: i for i, c in enumerate(class_names)}
+    corrupt: list[str] = []
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    sizes: Counter = Counter()
+    decoded: dict[str, tuple[list, list]] = {}
+    for split, items in by_split.items():
+        xs, ys = [], []
+        for cls, path, data in items:
+            try:
+                img = _decode(data, image_size)
+            except Exception:  # PIL raises many types for bad files; each one is listed
+                corrupt.append(path)
+                continue
+            sizes[img.shape[:2]] += 1
+            xs.append(img)
+            ys.append(index[cls])
+        decoded[split] = (xs, ys)
+    if len(sizes) > 1:
+        if fallback_size is None:
+            (a, _), (b, _) = sizes.most_common(2)
+            raise DatasetError(f"{source}: images have different sizes (e.g. {a[1]}x{a[0]} and "
+                               f"{b[1]}x{b[0]}); pass image_size=S (CLI: --img-size S) to resize "
+                               "them when loading")
+        return read_image_tree(((("/".join(prefix + p)), d) for p, d in rel), source,
+                               image_size=fallback_size)
+    for split, (xs, ys) in decoded.items():
+        if not xs:
+            raise DatasetError(f"{source}: every image of split '{split}' is unreadable")
+        out[split] = (np.stack(xs), np.asarray(ys, np.int64))
+    return {"splits": out, "class_names": class_names, "corrupt": sorted(corrupt)}
+
+
+def read_images(path: str | Path, image_size: int | None = None,
+                fallback_size: int | None = None) -> dict:
+    """Read an image folder, or a .tar/.tar.gz/.tgz/.zip archive of one."""
+    path = Path(path)
+    if path.is_dir():
+        entries = _iter_folder(path)
+    elif zipfile.is_zipfile(path):
+        entries = _iter_zip(path)
+    elif tarfile.is_tarfile(path):
+        entries = _iter_tar(path)
+    else:
+        raise DatasetError(f"{path} is neither a folder nor a .tar/.tar.gz/.zip archive of images")
+    return read_image_tree(entries, str(path), image_size, fallback_size)
+
+
+# --------------------------------------------------------------------------- TFRecords
+
+def read_tfrecords(path: str | Path, image_size: int | None = None) -> dict:
+    """Read TFRecord shards of (image bytes, class id), the Kaggle 104-flowers layout.
+
+    ``path`` is a folder of ``*.tfrec`` files, or one with ``train/`` and ``val/`` (or
+    ``test/``) sub-folders. Features: ``image`` (JPEG bytes) and ``class`` (int64).
+    Class names come from ``classes.txt`` beside the shards when present.
+    """
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        raise DatasetError("reading TFRecords needs TensorFlow: pip install 'tlkit[tf]'") from e
+    path = Path(path)
+    groups = {}
+    for sub in ("train", "val", "validation", "test"):
+        shards = sorted((path / sub).glob("*.tfrec*"))
+        if shards:
+            groups[SPLIT_NAMES[sub] if sub != "test" else "test"] = shards
+    if not groups:
+        groups["all"] = sorted(path.glob("*.tfrec*"))
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "class": tf.io.FixedLenFeature([], tf.int64)}
+    splits, corrupt = {}, []
+    for split, shards in groups.items():
+        xs, ys = [], []
+        for i, rec in enumerate(tf.data.TFRecordDataset([str(s) for s in shards])):
+            try:
+                ex = tf.io.parse_single_example(rec, spec)
+            except tf.errors.InvalidArgumentError:
+                raise DatasetError(f"{path}: TFRecords of split '{split}' lack an 'image' bytes "
+                                   "or 'class' int64 feature (unlabelled test shards cannot train)")
+            try:
+                xs.append(_decode(ex["image"].numpy(), image_size))
+            except Exception:  # unreadable image bytes are counted and listed
+                corrupt.append(f"{split}#{i}")
+                continue
+            ys.append(int(ex["class"].numpy()))
+        splits[split] = (np.stack(xs), np.asarray(ys, np.int64))
+    if "val" in splits and "test" not in splits:
+        splits["test"] = splits.pop("val")
+    n = int(max(y.max() for _, y in splits.values())) + 1
+    names_file = path / "classes.txt"
+    names = names_file.read_text().split("\n")[:n] if names_file.exists() else [str(i) for i in range(n)]
+    return {"splits": splits, "class_names": [s.strip() for s in names], "corrupt": corrupt}
+
+
+# --------------------------------------------------------------------------- splits
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out): ``fraction`` of every class held out, shuffled by seed.
+
+    Image folders come sorted by class, so a plain tail split would hold out whole classes.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be between 0 and 1, not {fraction}")
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        k = int(round(len(idx) * fraction))
+        if len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
+        held.append(idx[:k])
+        keep.append(idx[k:])
+    return rng.permutation(np.concatenate(keep)), rng.permutation(np.concatenate(held))
+
+
+def limit_per_class(y: np.ndarray, k: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of at most ``k`` images of every class (a seeded random choice)."""
+    if k is None:
+        return np.arange(len(y))
+    if k < 1:
+        raise ValueError(f"limit_per_class must be at least 1, not {k}")
+    rng = np.random.default_rng(seed)
+    idx = [rng.permutation(np.flatnonzero(y == c))[:k] for c in np.unique(y)]
+    return np.sort(np.concatenate(idx))
+
+
+def class_weights(y: np.ndarray, num_classes: int | None = None) -> dict[int, float]:
+    """'Balanced' class weights, n / (classes * count), for Keras's ``class_weight``."""
+    counts = np.bincount(y, minlength=num_classes or 0)
+    n, k = counts.sum(), len(counts)
+    return {i: float(n / (k * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+# --------------------------------------------------------------------------- lookup and cache
+
+def cache_dir() -> Path:
+    """Where decoded arrays and features are cached (``$TLKIT_CACHE_DIR``)."""
+    return Path(os.environ.get("TLKIT_CACHE_DIR", Path.home() / ".cache" / "tlkit"))
+
+
+def data_dirs(data_dir: str | Path | None = None) -> list[Path]:
+    """The folders searched for local data sets, in order."""
+    dirs = [data_dir, os.environ.get("TLKIT_DATA_DIR")]
+    return [Path(d).expanduser() for d in dirs if d]
+
+
+def find_local(name: str, data_dir: str | Path | None = None) -> Path | None:
+    """A local folder or archive for a named data set (``cifar10*``, ``cifar100*``, ``flower*``)."""
+    prefix = {"flowers": "flower"}.get(name, name)
+    for d in data_dirs(data_dir):
+        if not d.is_dir():
+            continue
+        for entry in sorted(d.iterdir()):
+            low = entry.name.lower()
+            if low.startswith(prefix) and not (name == "cifar10" and low.startswith("cifar100")):
+                return entry
+    return None
+
+
+def _cache_key(*parts) -> str:
+    return hashlib.sha1(repr((CACHE_VERSION,) + parts).encode()).hexdigest()[:16]
+
+
+def _cached(key: str, build) -> dict:
+    """Load arrays saved under ``key``, or build and save them atomically."""
+    path = cache_dir() / "datasets" / f"{key}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            splits = {k[2:]: (z[k], z["y_" + k[2:]]) for k in z.files if k.startswith("x_")}
+            return {"splits": splits, "class_names": z["class_names"].tolist(),
+                    "corrupt": z["corrupt"].tolist()}
+    result = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, (x, y) in result["splits"].items():
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, class_names=np.array(result["class_names"]),
+             corrupt=np.array(result["corrupt"], dtype=str), **arrays)
+    os.replace(tmp, path)
+    return result
+
+
+def _source_stamp(path: Path) -> tuple:
+    st = path.stat()
+    if path.is_dir():  # a folder's own mtime changes when files are added or removed
+        newest = max((p.stat().st_mtime_ns for p in path.rglob("*")), default=st.st_mtime_ns)
+        return (str(path.resolve()), newest)
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _load_path(path: Path, image_size: int | None, fallback_size: int | None) -> dict:
+    if not path.exists():
+        raise DatasetError(f"no data set at {path}: give a built-in name ({', '.join(BUILTIN)}), "
+                           "an image folder, or a .tar/.tar.gz/.zip of one")
+    if path.is_dir() and (any(path.glob("*.tfrec*")) or any(path.glob("*/*.tfrec*"))):
+        key = _cache_key("tfrec", _source_stamp(path), image_size)
+        return _cached(key, lambda: read_tfrecords(path, image_size))
+    key = _cache_key("images", _source_stamp(path), image_size, fallback_size)
+    return _cached(key, lambda: read_images(path, image_size, fallback_size))
+
+
+def _download_hint(name: str) -> str:
+    where = {"cifar10": "an image folder or archive named cifar10* (e.g. cifar10-jpg.tar.gz)",
+             "cifar100": "an image folder or archive named cifar100*",
+             "flowers": "an image folder or archive named flower* (e.g. flower_photos.tgz from "
+                        f"{FLOWERS_URL})"}[name]
+    return (f"data set '{name}' is not available offline: put {where} into a folder and pass "
+            "--data-dir DIR (or set TLKIT_DATA_DIR), or connect to the internet so Keras can "
+            "download it")
+
+
+def _load_keras(name: str) -> dict:
+    import keras
+
+    try:
+        if name == "flowers":
+            folder = keras.utils.get_file("flower_photos", origin=FLOWERS_URL, extract=True)
+            folder = Path(folder)
+            return _load_path(folder, None, 224)
+        module = getattr(keras.datasets, name)
+        (xtr, ytr), (xte, yte) = module.load_data()
+    except TlkitError:
+        raise
+    except Exception as e:  # Keras raises URL, OS and hash errors when it cannot download
+        raise DatasetError(_download_hint(name)) from e
+    names = CIFAR10_CLASSES if name == "cifar10" else [str(i) for i in range(100)]
+    return {"splits": {"train": (xtr, ytr.reshape(-1).astype(np.int64)),
+                       "test": (xte, yte.reshape(-1).astype(np.int64))},
+            "class_names": names, "corrupt": []}
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
+
+
+def load_dataset(name: str | Path, *, data_dir: str | Path | None = None,
+                 image_size: int | None = None, fallback_size: int | None = None,
+                 limit_per_class: int | None = None, val_fraction: float = 0.1,
+                 test_fraction: float = 0.2, seed: int = 0, synthetic_classes: int = 4,
+                 synthetic_per_class: int = 200, synthetic_size: int = 32) -> Dataset:
+    """Load a data set by name or path, split it, and return uint8 arrays.
+
+    ``image_size`` resizes every image when loading; ``fallback_size`` does so only when
+    sizes are mixed. ``limit_per_class`` keeps at most that many images of each class in
+    every split (seeded). A missing test split is cut from the data (``test_fraction``),
+    and a validation split from the training data (``val_fraction``), both stratified.
+    """
+    key = str(name)
+    if key == "synthetic":
+        n_test = max(synthetic_per_class // 4, 2)
+        x, y, names = make_synthetic(synthetic_classes, synthetic_per_class + n_test,
+                                     synthetic_size, seed)
+        keep, test = stratified_split(y, n_test / (synthetic_per_class + n_test), seed)
+        raw = {"splits": {"train": (x[keep], y[keep]), "test": (x[test], y[test])},
+               "class_names": names, "corrupt": []}
+        ds_name, source = "synthetic", f"generated:classes={synthetic_classes},size={synthetic_size},seed={seed}"
+    elif key in BUILTIN:
+        local = find_local(key, data_dir)
+        if local is not None:
+            raw, source = _load_path(local, image_size, fallback_size), str(local.resolve())
+        else:
+            raw, source = _load_keras(key), "keras:download"
+        ds_name = key
+    else:
+        path = Path(key).expanduser()
+        if not path.exists() and "/" not in key and "." not in key:
+            raise DatasetError(f"unknown data set '{key}': use one of {', '.join(BUILTIN)} or a "
+                               "path to an image folder or archive")
+        raw, source = _load_path(path, image_size, fallback_size), str(path.resolve())
+        ds_name = path.name.split(".")[0]
+    return _assemble(raw, ds_name, source, limit_per_class, val_fraction, test_fraction, seed)
+
+
+def _assemble(raw: dict, name: str, source: str, limit: int | None, val_fraction: float,
+              test_fraction: float, seed: int) -> Dataset:
+    splits = dict(raw["splits"])
+    if "all" in splits:
+        x, y = splits.pop("all")
+        idx = limit_per_class(y, limit, seed)
+        x, y = x[idx], y[idx]
+        keep, test = stratified_split(y, test_fraction, seed)
+        splits["train"], splits["test"] = (x[keep], y[keep]), (x[test], y[test])
+    else:
+        for s in list(splits):
+            x, y = splits[s]
+            idx = limit_per_class(y, limit, seed)
+            splits[s] = (x[idx], y[idx])
+    if "train" not in splits or "test" not in splits:
+        raise DatasetError(f"{source}: found splits {sorted(splits)}; need train/ and test/ "
+                           "folders, or one folder per class to split automatically")
+    xtr, ytr = splits["train"]
+    if "val" in splits:
+        xv, yv = splits["val"]
+    elif val_fraction > 0:
+        keep, val = stratified_split(ytr, val_fraction, seed + 1)
+        xv, yv, xtr, ytr = xtr[val], ytr[val], xtr[keep], ytr[keep]
+    else:
+        xv = yv = None
+    xte, yte = splits["test"]
+    return Dataset(name=name, source=source, class_names=list(raw["class_names"]), x_train=xtr,
+                   y_train=ytr, x_val=xv, y_val=yv, x_test=xte, y_test=yte,
+                   corrupt=list(raw["corrupt"]))
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A short content hash of arrays (used to key cached features)."""
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()[:16]

@@ -1,0 +1,107 @@
+"""Evaluation: accuracy, precision/recall/F1, confusion matrix, top-k, gaps, 'unknown'."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+from sklearn import metrics as skm
+
+from tlkit.data import Dataset
+
+UNKNOWN = "unknown"
+
+
+def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities for a batch of uint8 images (or features, for a head)."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+
+
+def score(y_true: np.ndarray, proba: np.ndarray, class_names: Sequence[str], k: int = 5) -> dict:
+    """Every metric of one split from labels and predicted probabilities."""
+    y_true = np.asarray(y_true)
+    n_classes = len(class_names)
+    y_pred = proba.argmax(1)
+    labels = list(range(n_classes))
+    p = np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, 1.0)
+    k = min(k, n_classes - 1)
+    report = skm.classification_report(y_true, y_pred, labels=labels, target_names=list(class_names),
+                                       output_dict=True, zero_division=0)
+    out = {
+        "n": int(len(y_true)),
+        "accuracy": float((y_pred == y_true).mean()),
+        "loss": float(-np.log(p).mean()),
+        f"top{k}_accuracy": float(skm.top_k_accuracy_score(y_true, proba, k=k, labels=labels)),
+        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "per_class": {c: {m: float(report[c][m]) for m in ("precision", "recall", "f1-score", "support")}
+                      for c in class_names},
+    }
+    for avg in ("macro", "weighted"):
+        prf = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg,
+                                                  zero_division=0)
+        out.update({f"precision_{avg}": float(prf[0]), f"recall_{avg}": float(prf[1]),
+                    f"f1_{avg}": float(prf[2])})
+    return out
+
+
+def gaps(train: dict, val: dict | None, test: dict) -> dict:
+    """The overfitting gap: train − validation and train − test accuracy, and the loss
+    gaps the other way round (held-out loss − train loss). Positive means overfitting."""
+    out = {"gap_train_test_accuracy": train["accuracy"] - test["accuracy"],
+           "gap_test_train_loss": test["loss"] - train["loss"]}
+    if val is not None:
+        out.update({"gap_train_val_accuracy": train["accuracy"] - val["accuracy"],
+                    "gap_val_train_loss": val["loss"] - train["loss"]})
+    return out
+
+
+def evaluate(model: keras.Model, ds: Dataset, *, batch_size: int = 256, max_train: int | None = 5000,
+             seed: int = 0, inputs: dict[str, np.ndarray] | None = None) -> dict:
+    """Score a model on every split of a data set and compute the gaps.
+
+    The train split is scored without augmentation, on a seeded sample of at most
+    ``max_train`` images. ``inputs`` replaces the images per split (e.g. cached features).
+    Returns ``{"train": {...}, "val": {...}, "test": {...}, "summary": {...}}``.
+    """
+    result: dict = {}
+    for split in ("train", "val", "test"):
+        x = (inputs or {}).get(split, getattr(ds, f"x_{split}"))
+        y = getattr(ds, f"y_{split}")
+        if x is None:
+            continue
+        if split == "train" and max_train and len(y) > max_train:
+            idx = np.random.default_rng(seed).choice(len(y), max_train, replace=False)
+            x, y = x[idx], y[idx]
+        result[split] = score(y, predict_proba(model, x, batch_size), ds.class_names)
+    result["summary"] = summarize(result)
+    return result
+
+
+def summarize(result: dict) -> dict:
+    """The flat numbers a run record's ``metrics`` holds."""
+    test, train, val = result["test"], result["train"], result.get("val")
+    flat = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+            "train_accuracy": train["accuracy"], "train_loss": train["loss"]}
+    if val is not None:
+        flat.update({"val_accuracy": val["accuracy"], "val_loss": val["loss"]})
+    for key, v in test.items():
+        if key.startswith(("precision_", "recall_", "f1_", "top")):
+            flat[f"test_{key}"] = v
+    flat.update(gaps(train, val, test))
+    return flat
+
+
+def predict_labels(proba: np.ndarray, class_names: Sequence[str], threshold: float = 0.0) -> list[str]:
+    """Class names of the most likely classes, or ``"unknown"`` where the top probability
+    is below ``threshold`` (an image of none of the known classes should land there)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
+    top = proba.argmax(1)
+    conf = proba.max(1)
+    return [class_names[i] if c >= threshold else UNKNOWN for i, c in zip(top, conf)]
+
+
+def per_class_accuracy(confusion: Sequence[Sequence[int]]) -> np.ndarray:
+    """Recall of every class from a confusion matrix."""
+    cm = np.asarray(confusion, dtype=float)
+    return np.divide(np.diag(cm), cm.sum(1), out=np.zeros(len(cm)), where=cm.sum(1) > 0)

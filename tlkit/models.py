@@ -1,0 +1,423 @@
+"""Models: one registry from a name to how to build, preprocess and load weights.
+
+``build_classifier("mobilenetv2", 10, input_shape=(32, 32, 3), img_size=160)`` returns
+one Keras model: uint8 images at native size → float → augmentation → resizing →
+the backbone's own preprocessing → backbone → pooling → dropout → softmax.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+from keras import layers, ops
+
+from tlkit import TlkitError
+
+
+class ModelError(TlkitError):
+    """A model could not be built; the message says how to fix it."""
+
+
+# --------------------------------------------------------------------------- layers
+
+@keras.saving.register_keras_serializable(package="tlkit")
+class ToFloat(layers.Layer):
+    """Cast uint8 images to float32 (0-255)."""
+
+    def call(self, x):
+        return ops.cast(x, "float32")
+
+
+@keras.saving.register_keras_serializable(package="tlkit")
+class Preprocess(layers.Layer):
+    """A backbone's input preprocessing on 0-255 RGB floats.
+
+    Modes: ``tf`` (to [-1, 1]), ``caffe`` (BGR minus ImageNet means), ``unit``
+    (to [0, 1]) and ``none`` (the backbone preprocesses itself).
+    """
+
+    MEANS_BGR = (103.939, 116.779, 123.68)
+
+    def __init__(self, mode: str = "tf", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("tf", "caffe", "unit", "none"):
+            raise ValueError(f"unknown preprocessing mode {mode!r}")
+        self.mode = mode
+
+    def call(self, x):
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(self.MEANS_BGR, dtype=x.dtype)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+# --------------------------------------------------------------------------- from-scratch bodies
+
+def cnn_body(input_shape: tuple, widths: Sequence[int] = (64, 128, 256), name: str = "cnn") -> keras.Model:
+    """The course's from-scratch CNN: a stem and three conv-pool-BN-GELU blocks.
+
+    In the spirit of fast CIFAR-10 recipes (airbench): few wide blocks, max pooling,
+    batch norm and GELU, about 1M parameters, ~90 MFLOPs per 32-px image.
+    """
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(widths[0] // 2, 3, padding="same", use_bias=False)(inputs)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.Activation("gelu")(x)
+    for w in widths:
+        x = layers.Conv2D(w, 3, padding="same", use_bias=False)(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)
+        x = layers.Activation("gelu")(x)
+        y = layers.Conv2D(w, 3, padding="same", use_bias=False)(x)
+        y = layers.BatchNormalization(momentum=0.9)(y)
+        y = layers.Activation("gelu")(y)
+        x = layers.Add()([x, y])
+    return keras.Model(inputs, x, name=name)
+
+
+def baseline_cnn_body(input_shape: tuple, name: str = "baseline_cnn") -> keras.Model:
+    """The seed-style baseline of earlier student projects: two conv blocks (32, 64), Dense 512."""
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for f in (32, 64):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Dropout(0.25)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(512, activation="relu")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+# --------------------------------------------------------------------------- registry
+
+def _mnv2_files(alpha: float, size: int) -> list[str]:
+    sizes = sorted((96, 128, 160, 192, 224), key=lambda s: (s != size, abs(s - size)))
+    return [f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{s}_no_top.h5" for s in sizes]
+
+
+def _mnv1_files(alpha: float, size: int) -> list[str]:
+    a = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[alpha]
+    sizes = sorted((128, 160, 192, 224), key=lambda s: (s != size, abs(s - size)))
+    return [f"mobilenet_{a}_{s}_tf_no_top.h5" for s in sizes]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one backbone: Keras constructor, input size, preprocessing, weights."""
+
+    name: str
+    build: Callable[..., keras.Model]
+    default_size: int
+    preprocess: str
+    weight_files: Callable[[float | None, int], list[str]] | None = None
+    alphas: tuple[float, ...] = ()
+    pooling: bool = True
+    paper: str = ""
+    min_size: int = 32
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weight_files is not None
+
+
+def _app(ctor_name: str, **fixed) -> Callable[..., keras.Model]:
+    def build(input_shape, weights=None, alpha=None):
+        ctor = getattr(keras.applications, ctor_name)
+        kwargs = dict(include_top=False, weights=weights, input_shape=input_shape, **fixed)
+        if alpha is not None:
+            kwargs["alpha"] = alpha
+        return ctor(**kwargs)
+    return build
+
+
+def _fixed(names: list[str]) -> Callable[[float | None, int], list[str]]:
+    return lambda alpha, size: list(names)
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    s.name: s for s in [
+        ModelSpec("cnn", lambda input_shape, weights=None, alpha=None: cnn_body(input_shape),
+                  32, "unit", paper="this course"),
+        ModelSpec("baseline_cnn", lambda input_shape, weights=None, alpha=None:
+                  baseline_cnn_body(input_shape), 32, "unit", pooling=False,
+                  paper="seed-style student baseline"),
+        ModelSpec("resnet50", _app("ResNet50"), 224, "caffe",
+                  _fixed(["resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="he2016deep"),
+        ModelSpec("resnet101", _app("ResNet101"), 224, "caffe",
+                  _fixed(["resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="he2016deep"),
+        ModelSpec("resnet152", _app("ResNet152"), 224, "caffe",
+                  _fixed(["resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="he2016deep"),
+        ModelSpec("vgg16", _app("VGG16"), 224, "caffe",
+                  _fixed(["vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="simonyan2015very"),
+        ModelSpec("vgg19", _app("VGG19"), 224, "caffe",
+                  _fixed(["vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="simonyan2015very"),
+        ModelSpec("efficientnetb0", _app("EfficientNetB0"), 224, "none",
+                  _fixed(["efficientnetb0_notop.h5"]), paper="tan2019efficientnet"),
+        ModelSpec("efficientnetb3", _app("EfficientNetB3"), 300, "none",
+                  _fixed(["efficientnetb3_notop.h5"]), paper="tan2019efficientnet"),
+        ModelSpec("mobilenetv2", _app("MobileNetV2"), 224, "tf", _mnv2_files,
+                  alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), paper="sandler2018mobilenetv2"),
+        ModelSpec("mobilenetv3large", _app("MobileNetV3Large", include_preprocessing=True), 224,
+                  "none", lambda alpha, size: [
+                      f"weights_mobilenet_v3_large_224_{alpha or 1.0}_float_no_top_v2.h5"],
+                  alphas=(0.75, 1.0), paper="howard2019searching"),
+        ModelSpec("mobilenet", _app("MobileNet"), 224, "tf", _mnv1_files,
+                  alphas=(0.25, 0.5, 0.75, 1.0), paper="howard2017mobilenets"),
+    ]
+}
+
+COMPARISON_MODELS = ["resnet50", "resnet101", "resnet152", "vgg16", "vgg19", "efficientnetb0",
+                     "efficientnetb3", "mobilenetv2", "mobilenetv3large"]
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry for ``name``; an unknown name lists the valid ones."""
+    try:
+        return REGISTRY[name.lower()]
+    except KeyError:
+        raise ModelError(f"unknown model '{name}'; valid names: {', '.join(REGISTRY)}") from None
+
+
+# --------------------------------------------------------------------------- weights
+
+def weights_dirs(weights_dir: str | Path | None = None) -> list[Path]:
+    """Folders searched for ImageNet weight files: the argument, $TLKIT_WEIGHTS_DIR, Keras's cache."""
+    keras_home = os.environ.get("KERAS_HOME", str(Path.home() / ".keras"))
+    dirs = [weights_dir, os.environ.get("TLKIT_WEIGHTS_DIR"), Path(keras_home) / "models"]
+    return [Path(d).expanduser() for d in dirs if d]
+
+
+def find_weights(name: str, alpha: float | None = None, img_size: int = 224,
+                 weights_dir: str | Path | None = None) -> Path | None:
+    """A local ImageNet weights file for a model under Keras's own file name, if any."""
+    spec = get_spec(name)
+    if not spec.pretrained:
+        return None
+    alpha = alpha if alpha is not None else (1.0 if spec.alphas else None)
+    for d in weights_dirs(weights_dir):
+        for fname in spec.weight_files(alpha, img_size):
+            if (d / fname).is_file():
+                return (d / fname).resolve()
+    return None
+
+
+def resolve_weights(name: str, weights: str | Path | None, alpha: float | None = None,
+                    img_size: int = 224, weights_dir: str | Path | None = None
+                    ) -> tuple[str | None, str]:
+    """Turn ``imagenet`` / ``none`` / a path into (argument for Keras, weights source).
+
+    ``imagenet`` is looked up locally first (see :func:`weights_dirs`); only when no file
+    is found does Keras download it (source ``imagenet:download``).
+    """
+    spec = get_spec(name)
+    w = "auto" if weights is None else str(weights)
+    if w == "auto":
+        w = "imagenet" if spec.pretrained else "none"
+    if w.lower() in ("none", "random", "scratch"):
+        return None, "random"
+    if w.lower() == "imagenet":
+        if not spec.pretrained:
+            raise ModelError(f"'{name}' is trained from scratch and has no ImageNet weights; "
+                             "use --weights none")
+        local = find_weights(name, alpha, img_size, weights_dir)
+        return (str(local), f"imagenet:{local}") if local else ("imagenet", "imagenet:download")
+    path = Path(w).expanduser()
+    if not path.is_file():
+        raise ModelError(f"weights '{w}' are neither imagenet, none, nor an existing file")
+    return str(path.resolve()), f"file:{path.resolve()}"
+
+
+def build_backbone(name: str, img_size: int | None = None, weights: str | Path | None = None,
+                   alpha: float | None = None, weights_dir: str | Path | None = None
+                   ) -> tuple[keras.Model, str]:
+    """Build a registry backbone (no top) at ``img_size``; returns (model, weights source)."""
+    spec = get_spec(name)
+    size = img_size or spec.default_size
+    if size < spec.min_size:
+        raise ModelError(f"{name} needs images of at least {spec.min_size} px, not {size}")
+    if alpha is not None and alpha not in spec.alphas:
+        raise ModelError(f"{name} takes alpha in {spec.alphas or 'nothing'}, not {alpha}")
+    if spec.alphas and alpha is None:
+        alpha = 1.0
+    arg, source = resolve_weights(name, weights, alpha, size, weights_dir)
+    try:
+        backbone = spec.build((size, size, 3), weights=arg, alpha=alpha)
+    except Exception as e:  # Keras raises plain Exception for failed downloads
+        if source == "imagenet:download":
+            dirs = ", ".join(str(d) for d in weights_dirs(weights_dir))
+            files = ", ".join(spec.weight_files(alpha, size)[:1])
+            raise ModelError(f"no local ImageNet weights for {name} (looked for {files} in {dirs}) "
+                             "and the download failed: pass --weights-dir DIR with that file, "
+                             "or --weights none to train from scratch") from e
+        if source.startswith(("imagenet:", "file:")):
+            raise ModelError(f"could not load weights {arg} into {name}: {e}") from e
+        raise
+    backbone.name = "backbone"
+    return backbone, source
+
+
+# --------------------------------------------------------------------------- classifier
+
+AUGMENTATIONS = {
+    "flip": lambda: layers.RandomFlip("horizontal"),
+    "translate": lambda: layers.RandomTranslation(0.125, 0.125, fill_mode="reflect"),
+    "rotate": lambda: layers.RandomRotation(0.05, fill_mode="reflect"),
+    "zoom": lambda: layers.RandomZoom(0.1, fill_mode="reflect"),
+    "contrast": lambda: layers.RandomContrast(0.1),
+}
+DEFAULT_AUGMENT = ("flip", "translate")
+
+
+@dataclass
+class Classifier:
+    """A built classifier and what it is made of."""
+
+    model: keras.Model
+    backbone: keras.Model
+    base: str
+    weights_source: str
+    img_size: int
+    num_classes: int
+    alpha: float | None = None
+    augment: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def transfer(self) -> bool:
+        """True when the backbone starts from pretrained weights."""
+        return self.weights_source != "random"
+
+    def info(self) -> dict:
+        """What a run record stores about the model."""
+        return {"base": self.base, "alpha": self.alpha, "img_size": self.img_size,
+                "num_classes": self.num_classes, "augment": list(self.augment),
+                "weights_source": self.weights_source, "params": self.model.count_params(),
+                "backbone_params": self.backbone.count_params(),
+                "trainable_params": count_trainable(self.model)}
+
+
+def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int, int] = (32, 32, 3),
+                     img_size: int | None = None, weights: str | Path | None = None,
+                     alpha: float | None = None, weights_dir: str | Path | None = None,
+                     augment: bool | Sequence[str] | None = None, dropout: float = 0.2,
+                     freeze: bool | None = None) -> Classifier:
+    """Build the course's classifier around a registry backbone.
+
+    ``weights`` is ``imagenet``, ``none`` or a file path (default: imagenet for pretrained
+    backbones, none for the from-scratch CNNs). ``freeze`` defaults to True for a
+    pretrained backbone. A pretrained backbone is called with ``training=False`` so its
+    BatchNormalization layers stay in inference mode, also once unfrozen.
+    """
+    spec = get_spec(base)
+    if num_classes < 2:
+        raise ModelError(f"a classifier needs at least 2 classes, not {num_classes}")
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ModelError(f"input_shape must be (height, width, 3) for RGB images, not {input_shape}")
+    size = img_size or spec.default_size
+    backbone, source = build_backbone(base, size, weights, alpha, weights_dir)
+    if spec.alphas and alpha is None:
+        alpha = 1.0
+    aug = tuple(DEFAULT_AUGMENT if augment is True else (augment or ()))
+    unknown = [a for a in aug if a not in AUGMENTATIONS]
+    if unknown:
+        raise ModelError(f"unknown augmentation(s) {unknown}; choose from {list(AUGMENTATIONS)}")
+
+    inputs = keras.Input(input_shape, dtype="uint8", name="image")
+    x = ToFloat(name="to_float")(inputs)
+    for a in aug:
+        x = AUGMENTATIONS[a]()(x)
+    if tuple(input_shape[:2]) != (size, size):
+        x = layers.Resizing(size, size, name="resize")(x)
+    x = Preprocess(spec.preprocess, name="preprocess")(x)
+    pretrained = source != "random"
+    x = backbone(x, training=False) if pretrained else backbone(x)
+    if spec.pooling:
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
+    model = keras.Model(inputs, outputs, name=f"{base}_classifier")
+    clf = Classifier(model, backbone, spec.name, source, size, num_classes, alpha, aug)
+    if freeze if freeze is not None else pretrained:
+        freeze_backbone(clf)
+    return clf
+
+
+# --------------------------------------------------------------------------- freezing
+
+def count_trainable(model: keras.Model) -> int:
+    return int(sum(int(ops.size(w)) for w in model.trainable_weights))
+
+
+def param_report(model: keras.Model) -> str:
+    """One line: trainable and non-trainable parameter counts."""
+    t = count_trainable(model)
+    return f"{model.name}: {t:,} trainable / {model.count_params() - t:,} non-trainable parameters"
+
+
+def freeze_backbone(clf: Classifier) -> None:
+    """Freeze the whole backbone (recompile the model afterwards)."""
+    clf.backbone.trainable = False
+
+
+def unfreeze(clf: Classifier, last_n: int | None = None, from_layer: str | None = None) -> int:
+    """Unfreeze the last ``last_n`` backbone layers, or all from the first layer whose name
+    starts with ``from_layer``; BatchNormalization layers stay frozen. Returns how many
+    layers are now trainable. Recompile the model afterwards.
+    """
+    lyrs = clf.backbone.layers
+    if from_layer is not None:
+        starts = [i for i, lyr in enumerate(lyrs) if lyr.name.startswith(from_layer)]
+        if not starts:
+            raise ModelError(f"{clf.base} has no layer named '{from_layer}*'; e.g. "
+                             f"{', '.join(l.name for l in lyrs[-40::10])}")
+        cut = starts[0]
+    elif last_n is not None:
+        cut = max(len(lyrs) - last_n, 0)
+    else:
+        cut = 0
+    clf.backbone.trainable = True
+    n = 0
+    for i, lyr in enumerate(lyrs):
+        lyr.trainable = i >= cut and not isinstance(lyr, layers.BatchNormalization)
+        n += lyr.trainable and bool(lyr.weights)
+    return n
+
+
+def known_weight_files() -> dict[str, tuple[str, float | None]]:
+    """Every ImageNet weights file name Keras uses for a registry model → (model, alpha)."""
+    out: dict[str, tuple[str, float | None]] = {}
+    for spec in REGISTRY.values():
+        if not spec.pretrained:
+            continue
+        for alpha in spec.alphas or (None,):
+            for size in (96, 128, 160, 192, 224):
+                try:
+                    names = spec.weight_files(alpha, size)
+                except KeyError:
+                    continue
+                for fname in names:
+                    out.setdefault(fname, (spec.name, alpha))
+    return out
+
+
+def local_weights(weights_dir: str | Path | None = None) -> list[dict]:
+    """The ImageNet weight files found locally, with the model each one belongs to."""
+    known = known_weight_files()
+    found = []
+    for d in weights_dirs(weights_dir):
+        if d.is_dir():
+            for p in sorted(d.iterdir()):
+                if p.name in known:
+                    model, alpha = known[p.name]
+                    found.append({"model": model, "alpha": alpha, "path": str(p.resolve()),
+                                  "mb": round(p.stat().st_size / 2**20, 1)})
+    return found

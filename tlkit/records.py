@@ -1,0 +1,163 @@
+"""Run records: one JSON file per run, written atomically, read back as a DataFrame."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+SCHEMA = 1
+PACKAGES = ("tlkit", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy",
+            "scikit-learn", "matplotlib", "papermill")
+
+
+def run_prefix(base: str, dataset: str, img_size: int, batch_size: int, epochs: int,
+               finetune: bool = False) -> str:
+    """The file-name prefix of a CLI run: ``<base>__<dataset>__img<S>__bs<B>__ep<N>[__ft]``."""
+    return f"{base}__{dataset}__img{img_size}__bs{batch_size}__ep{epochs}" + ("__ft" if finetune else "")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the repository holding tlkit (or the working directory), if any."""
+    for where in (Path(__file__).resolve().parent, Path.cwd()):
+        try:
+            out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                                 text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return None
+
+
+def environment() -> dict:
+    """Hardware, backend, versions and commit: where a result came from."""
+    import keras
+
+    from tlkit.train import accelerators
+
+    return {"hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "gpus": accelerators(),
+                         "platform": platform.platform()},
+            "backend": keras.config.backend(), "precision": keras.mixed_precision.global_policy().name,
+            "versions": versions(), "git_commit": git_commit()}
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def make_record(*, kind: str, name: str, params: dict, dataset: dict, model: dict, metrics: dict,
+                history: dict | None = None, wall_seconds: float = 0.0,
+                images_per_second: float = 0.0, seed: int | None = None,
+                evaluation: dict | None = None, extra: dict | None = None) -> dict:
+    """Assemble one run record (see the README for the fields)."""
+    env = environment()
+    rec = {"schema": SCHEMA, "kind": kind, "name": name,
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "params": params, "dataset": dataset, "model": model,
+           "weights_source": model.get("weights_source", "random"),
+           "metrics": metrics, "history": history or {}, "wall_seconds": wall_seconds,
+           "images_per_second": images_per_second, "seed": seed, **env}
+    if evaluation is not None:
+        rec["evaluation"] = evaluation
+    if extra:
+        rec.update(extra)
+    return _jsonable(rec)
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write JSON atomically: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_jsonable(obj), fh, indent=1, allow_nan=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def write_record(record: dict, path: str | Path) -> Path:
+    """Write a run record atomically."""
+    return write_json(record, path)
+
+
+def read_records(folders: str | Path | Iterable[str | Path]) -> list[dict]:
+    """Every ``*.json`` run record under the given folder(s), with its path."""
+    if isinstance(folders, (str, Path)):
+        folders = [folders]
+    out = []
+    for folder in folders:
+        for p in sorted(Path(folder).rglob("*.json")):
+            try:
+                rec = json.loads(p.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p} is not valid JSON ({e}); delete or rewrite it") from e
+            if isinstance(rec, dict) and rec.get("schema") == SCHEMA and "metrics" in rec:
+                rec["path"] = str(p)
+                out.append(rec)
+    return out
+
+
+def load_records(folders: str | Path | Iterable[str | Path]):
+    """Run records as a pandas DataFrame: one row per run, nested fields flattened
+    with dots (``metrics.test_accuracy``, ``params.epochs``, ``model.base``...)."""
+    import pandas as pd
+
+    rows = []
+    for rec in read_records(folders):
+        slim = {k: v for k, v in rec.items() if k not in ("history", "evaluation")}
+        rows.append(slim)
+    if not rows:
+        return pd.DataFrame()
+    return pd.json_normalize(rows, sep=".")
+
+
+def label(record: dict) -> str:
+    """Where a result came from, for captions: profile, device, date, backend."""
+    hw = record.get("hardware", {})
+    device = (hw.get("gpus") or [hw.get("cpu", "?")])[0]
+    profile = record.get("params", {}).get("profile", "-")
+    return f"{profile} profile, {device}, {str(record.get('created', ''))[:10]}, {record.get('backend')}"

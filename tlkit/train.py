@@ -1,0 +1,190 @@
+"""Training: seeds, device setup, compile, fit, and the two-phase transfer recipe."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tlkit.data import Dataset, class_weights
+from tlkit.models import Classifier, freeze_backbone, unfreeze
+
+
+def set_seed(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and the backend; on TensorFlow also make ops deterministic,
+    so the same seed on a CPU gives the same metrics."""
+    keras.utils.set_random_seed(seed)
+    if deterministic and keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def accelerators() -> list[str]:
+    """The GPUs/TPUs the current backend sees (empty on a CPU-only machine)."""
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices() if d.platform != "cpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_physical_devices("GPU")]
+    return []
+
+
+def configure_precision(policy: str = "auto") -> str:
+    """Mixed precision on a GPU only: bfloat16 where supported, else float16 with loss
+    scaling (Keras's optimizer adds it); float32 on a CPU. Returns the policy set."""
+    if policy == "auto":
+        policy = "float32"
+        if accelerators():
+            policy = "mixed_bfloat16" if _supports_bf16() else "mixed_float16"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def _supports_bf16() -> bool:
+    backend = keras.config.backend()
+    try:
+        if backend == "torch":
+            import torch
+
+            return bool(torch.cuda.is_bf16_supported())
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+            return cc[0] >= 8
+    except (ImportError, IndexError, RuntimeError):
+        return False
+    return True  # JAX on GPU/TPU: bfloat16 is native on current hardware
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced besides the weights."""
+
+    history: dict[str, list] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    images_seen: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_seen / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history.get("loss", []))
+
+    def extend(self, other: "TrainResult", phase: str) -> "TrainResult":
+        """Append another run's history (e.g. phase 2 after phase 1)."""
+        n = other.epochs
+        for k, v in other.history.items():
+            self.history.setdefault(k, []).extend(v)
+        self.history.setdefault("phase", []).extend([phase] * n)
+        self.wall_seconds += other.wall_seconds
+        self.images_seen += other.images_seen
+        return self
+
+
+def compile_model(model: keras.Model, lr: float = 1e-3, *, steps: int | None = None,
+                  schedule: str = "cosine", warmup_fraction: float = 0.1,
+                  weight_decay: float = 1e-4, label_smoothing: float = 0.0,
+                  jit_compile: bool | str = "auto") -> None:
+    """Compile with AdamW, a learning-rate schedule over ``steps`` and smoothed labels.
+
+    ``schedule``: ``cosine`` (linear warm-up then cosine decay, one-cycle-like) or
+    ``constant``. Call again after every freeze/unfreeze.
+    """
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = lr
+    if schedule == "cosine" and steps:
+        warm = int(steps * warmup_fraction)
+        rate = keras.optimizers.schedules.CosineDecay(
+            lr * 0.1 if warm else lr, decay_steps=max(steps - warm, 1),
+            warmup_target=lr if warm else None, warmup_steps=warm, alpha=0.01)
+    elif schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', not {schedule!r}")
+    model.compile(optimizer=keras.optimizers.AdamW(rate, weight_decay=weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                  metrics=["accuracy"], jit_compile=jit_compile)
+
+
+def fit(model: keras.Model | Classifier, x: np.ndarray, y: np.ndarray, *,
+        validation: tuple[np.ndarray, np.ndarray] | None = None, num_classes: int | None = None,
+        epochs: int = 10, batch_size: int = 64, lr: float = 1e-3, schedule: str = "cosine",
+        weight_decay: float = 1e-4, label_smoothing: float = 0.0,
+        class_weight: str | dict | None = None, early_stopping: int | None = None,
+        tensorboard: str | Path | None = None, verbose: int | str = "auto",
+        compile: bool = True) -> TrainResult:
+    """Compile and fit on arrays; returns history, wall time and images/s.
+
+    ``class_weight="balanced"`` weighs classes by inverse frequency; ``early_stopping=P``
+    stops after P epochs without a better validation loss and restores the best weights.
+    """
+    model = model.model if isinstance(model, Classifier) else model
+    k = num_classes or int(model.output_shape[-1])
+    steps = epochs * int(np.ceil(len(x) / batch_size))
+    if compile:
+        compile_model(model, lr, steps=steps, schedule=schedule, weight_decay=weight_decay,
+                      label_smoothing=label_smoothing)
+    callbacks: list[keras.callbacks.Callback] = []
+    if early_stopping and validation is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=early_stopping, restore_best_weights=True))
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(tensorboard)))
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"class_weight must be 'balanced', a dict or None, not {class_weight!r}")
+        class_weight = class_weights(y, k)
+    onehot = keras.utils.to_categorical
+    val = (validation[0], onehot(validation[1], k)) if validation is not None else None
+    start = time.perf_counter()
+    hist = model.fit(x, onehot(y, k), validation_data=val, epochs=epochs, batch_size=batch_size,
+                     class_weight=class_weight, callbacks=callbacks, verbose=verbose, shuffle=True)
+    wall = time.perf_counter() - start
+    history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
+    history.pop("learning_rate", None)
+    return TrainResult(history, wall, len(x) * len(history.get("loss", [])))
+
+
+def fit_dataset(clf: Classifier | keras.Model, ds: Dataset, **kwargs) -> TrainResult:
+    """:func:`fit` on a :class:`~tlkit.data.Dataset`'s train split, validated on its val split."""
+    val = (ds.x_val, ds.y_val) if ds.x_val is not None else None
+    return fit(clf, ds.x_train, ds.y_train, validation=val, num_classes=ds.num_classes, **kwargs)
+
+
+def two_phase(clf: Classifier, ds: Dataset, *, head_epochs: int = 5, finetune_epochs: int = 5,
+              lr: float = 1e-3, finetune_lr: float | None = None, unfreeze_last: int | None = 30,
+              from_layer: str | None = None, **kwargs) -> TrainResult:
+    """Train the head on the frozen backbone, then unfreeze the top and fine-tune at
+    ``finetune_lr`` (default ``lr / 10``); BatchNormalization stays in inference mode."""
+    freeze_backbone(clf)
+    result = TrainResult()
+    result.extend(fit_dataset(clf, ds, epochs=head_epochs, lr=lr, **kwargs), "head")
+    if finetune_epochs > 0:
+        unfreeze(clf, last_n=unfreeze_last, from_layer=from_layer)
+        result.extend(fit_dataset(clf, ds, epochs=finetune_epochs,
+                                  lr=finetune_lr or lr / 10, **kwargs), "finetune")
+    return result
+
+
+def progressive_unfreeze(clf: Classifier, ds: Dataset, *, stages: tuple[int, ...] = (20, 60, 120),
+                         epochs_per_stage: int = 2, lr: float = 1e-4, **kwargs) -> TrainResult:
+    """Unfreeze more of the backbone stage by stage (last 20, 60, 120 layers...),
+    halving the learning rate at each stage; recompiles every time."""
+    result = TrainResult()
+    for i, n in enumerate(stages):
+        unfreeze(clf, last_n=n)
+        result.extend(fit_dataset(clf, ds, epochs=epochs_per_stage, lr=lr / 2**i, **kwargs),
+                      f"unfreeze{n}")
+    return result
