@@ -438,8 +438,9 @@ def _cached(key: str, build) -> dict:
 def _source_stamp(path: Path) -> tuple:
     st = path.stat()
     if path.is_dir():  # a folder's own mtime changes when files are added or removed
-        newest = max((p.stat().st_mtime_ns for p in path.rglob("*")), default=st.st_mtime_ns)
-        return (str(path.resolve()), newest)
+        # The folder itself counts too: removing a class folder changes only its mtime.
+        mtimes = [p.stat().st_mtime_ns for p in path.rglob("*")]
+        return (str(path.resolve()), max([st.st_mtime_ns, *mtimes]), len(mtimes))
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 

@@ -105,3 +105,21 @@ def per_class_accuracy(confusion: Sequence[Sequence[int]]) -> np.ndarray:
     """Recall of every class from a confusion matrix."""
     cm = np.asarray(confusion, dtype=float)
     return np.divide(np.diag(cm), cm.sum(1), out=np.zeros(len(cm)), where=cm.sum(1) > 0)
+
+
+def diagnose(train_accuracy: float, val_accuracy: float, num_classes: int,
+             gap_threshold: float = 0.08) -> tuple[str, str]:
+    """A rule-of-thumb diagnosis of one run and what to try next.
+
+    Underfitting: training accuracy itself is low (less than halfway from chance to
+    perfect). Overfitting: train − validation accuracy above ``gap_threshold``.
+    """
+    chance = 1.0 / num_classes
+    gap = train_accuracy - val_accuracy
+    if train_accuracy < chance + 0.5 * (1 - chance):
+        return "underfitting", ("more capacity or epochs, a higher learning rate, larger inputs "
+                                "for pretrained models, or unfreeze more layers")
+    if gap > gap_threshold:
+        return "overfitting", ("more data or augmentation, more dropout or weight decay, "
+                               "early stopping, or freeze more of the backbone")
+    return "good fit", "train longer or use a bigger model only if validation still improves"

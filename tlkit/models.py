@@ -6,7 +6,9 @@ the backbone's own preprocessing → backbone → pooling → dropout → softma
 """
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,6 +17,10 @@ import keras
 from keras import layers, ops
 
 from tlkit import TlkitError
+
+
+if keras.config.backend() == "tensorflow":  # no retracing notices between models in notebooks
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 class ModelError(TlkitError):
@@ -251,7 +257,9 @@ def build_backbone(name: str, img_size: int | None = None, weights: str | Path |
         alpha = 1.0
     arg, source = resolve_weights(name, weights, alpha, size, weights_dir)
     try:
-        backbone = spec.build((size, size, 3), weights=arg, alpha=alpha)
+        with warnings.catch_warnings():  # any size is deliberate here; Keras warns for non-224
+            warnings.filterwarnings("ignore", message=".*input_shape.*", category=UserWarning)
+            backbone = spec.build((size, size, 3), weights=arg, alpha=alpha)
     except Exception as e:  # Keras raises plain Exception for failed downloads
         if source == "imagenet:download":
             dirs = ", ".join(str(d) for d in weights_dirs(weights_dir))

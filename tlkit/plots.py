@@ -58,6 +58,23 @@ def confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Sequence[s
     return _finish(fig, path)
 
 
+def samples(images: np.ndarray, labels: Sequence[int], class_names: Sequence[str], n: int = 16,
+            title: str = "Sample images", seed: int = 0, path: str | Path | None = None) -> plt.Figure:
+    """A grid of random images with their class names."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(images), min(n, len(images)), replace=False)
+    cols = int(np.ceil(np.sqrt(len(idx))))
+    rows = int(np.ceil(len(idx) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, idx):
+        ax.imshow(images[i])
+        ax.set_title(class_names[int(labels[i])], fontsize=8)
+    fig.suptitle(title)
+    return _finish(fig, path)
+
+
 def prediction_grid(images: np.ndarray, y_true: Sequence[int], proba: np.ndarray,
                     class_names: Sequence[str], n: int = 16, title: str = "Predictions",
                     seed: int = 0, path: str | Path | None = None) -> plt.Figure:
@@ -138,4 +155,22 @@ def lines(df, x: str, y: str, hue: str | None = None, title: str = "", xlabel: s
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     sns.lineplot(data=df, x=x, y=y, hue=hue, style=hue, markers=True, dashes=False, ax=ax)
     ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title or f"{y} against {x}")
+    return _finish(fig, path)
+
+
+def split_accuracies(df, label: str = "run", title: str = "Train, validation and test accuracy per run",
+                     path: str | Path | None = None) -> plt.Figure:
+    """Grouped bars of train/validation/test accuracy per run: the gaps at a glance.
+
+    ``df`` has a ``label`` column and ``train_accuracy``, ``val_accuracy``, ``test_accuracy``.
+    """
+    cols = [c for c in ("train_accuracy", "val_accuracy", "test_accuracy") if c in df]
+    long = df.melt(id_vars=[label], value_vars=cols, var_name="split", value_name="accuracy")
+    long["split"] = long["split"].str.replace("_accuracy", "").str.replace("val", "validation")
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(df)), 4))
+    sns.barplot(data=long, x=label, y="accuracy", hue="split", ax=ax)
+    ax.tick_params(axis="x", rotation=40)
+    for t in ax.get_xticklabels():
+        t.set_ha("right")
+    ax.set(ylim=(0, 1.05), xlabel=label, ylabel="accuracy", title=title)
     return _finish(fig, path)

@@ -161,3 +161,71 @@ def label(record: dict) -> str:
     device = (hw.get("gpus") or [hw.get("cpu", "?")])[0]
     profile = record.get("params", {}).get("profile", "-")
     return f"{profile} profile, {device}, {str(record.get('created', ''))[:10]}, {record.get('backend')}"
+
+
+def save_run(path: str | Path, *, kind: str, name: str, params: dict, dataset, model: dict,
+             evaluation: dict, result=None, wall_seconds: float | None = None,
+             images_per_second: float | None = None, seed: int | None = None,
+             extra: dict | None = None) -> dict:
+    """Make and write the record of one run (a notebook's training or probe); returns it.
+
+    ``dataset`` is a :class:`tlkit.data.Dataset`; ``result`` a :class:`tlkit.train.TrainResult`.
+    """
+    history = result.history if result is not None else {}
+    wall = wall_seconds if wall_seconds is not None else (result.wall_seconds if result else 0.0)
+    ips = images_per_second if images_per_second is not None else (
+        result.images_per_second if result else 0.0)
+    rec = make_record(kind=kind, name=name, params=params, dataset=dataset.info(), model=model,
+                      metrics=evaluation["summary"], history=history, wall_seconds=round(wall, 2),
+                      images_per_second=round(ips, 1), seed=seed,
+                      evaluation={k: v for k, v in evaluation.items() if k != "summary"},
+                      extra=extra)
+    write_record(rec, path)
+    return rec
+
+
+def weights_kind(source: str) -> str:
+    """A short label of a weights source: ImageNet (local file / download), file, random."""
+    if source.startswith("imagenet:download"):
+        return "ImageNet (download)"
+    if source.startswith("imagenet:"):
+        return "ImageNet (local file)"
+    if source.startswith("file:"):
+        return "weights file"
+    return "random (from scratch)"
+
+
+def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
+    """Records as a tidy DataFrame for tables and plots: one row per run with ``run``,
+    ``kind``, ``model``, ``weights``, ``img_size``, sizes, speeds and every metric."""
+    import pandas as pd
+
+    rows = []
+    for r in recs:
+        if kinds and r.get("kind") not in kinds:
+            continue
+        m = r.get("model", {})
+        rows.append({"run": r.get("name"), "kind": r.get("kind"), "model": m.get("base"),
+                     "weights": weights_kind(r.get("weights_source", "random")),
+                     "weights_source": r.get("weights_source"),
+                     "img_size": m.get("img_size") or r.get("params", {}).get("img_size"),
+                     "backbone_params": m.get("backbone_params"),
+                     "num_classes": len(r.get("dataset", {}).get("class_names", [])) or None,
+                     "wall_seconds": r.get("wall_seconds"), "images_per_second": r.get("images_per_second"),
+                     "profile": r.get("params", {}).get("profile"), "backend": r.get("backend"),
+                     "created": r.get("created"), **r.get("metrics", {})})
+    return pd.DataFrame(rows)
+
+
+def metrics_table(recs: Iterable[dict]):
+    """Accuracy and loss per split, and the gaps, of each run: a small DataFrame."""
+    import pandas as pd
+
+    rows = []
+    for r in recs:
+        m = r["metrics"]
+        for split in ("train", "val", "test"):
+            if f"{split}_accuracy" in m:
+                rows.append({"run": r["name"], "split": split, "accuracy": m[f"{split}_accuracy"],
+                             "loss": m[f"{split}_loss"]})
+    return pd.DataFrame(rows).pivot(index="run", columns="split", values=["accuracy", "loss"]).round(4)

@@ -1,0 +1,130 @@
+"""tlkit.evaluate: metrics on hand-made probabilities, gaps, 'unknown', evaluate()."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from tlkit.data import Dataset
+from tlkit.evaluate import (diagnose, evaluate, gaps, per_class_accuracy, predict_labels, score,
+                            summarize)
+
+NAMES = ["cat", "dog", "fox"]
+Y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+P = np.array([
+    [0.7, 0.2, 0.1],   # cat -> cat
+    [0.5, 0.4, 0.1],   # cat -> cat
+    [0.2, 0.5, 0.3],   # cat -> dog (cat ranks 3rd)
+    [0.1, 0.8, 0.1],   # dog -> dog
+    [0.6, 0.3, 0.1],   # dog -> cat (dog 2nd)
+    [0.1, 0.1, 0.8],   # fox -> fox
+    [0.3, 0.3, 0.4],   # fox -> fox
+    [0.45, 0.1, 0.45],  # fox -> cat (tie broken by argmax: first), fox 2nd
+])
+
+
+def test_score_by_hand():
+    s = score(Y, P, NAMES)
+    pred = P.argmax(1)
+    assert pred.tolist() == [0, 0, 1, 1, 0, 2, 2, 0]
+    assert s["n"] == 8
+    assert s["accuracy"] == pytest.approx(5 / 8)
+    assert s["loss"] == pytest.approx(-np.mean(np.log(P[np.arange(8), Y])))
+    assert s["confusion_matrix"] == [[2, 1, 0], [1, 1, 0], [1, 0, 2]]
+    # k is capped at classes - 1: top-2 here; sample 3 ranks its true class 3rd
+    assert "top2_accuracy" in s and "top5_accuracy" not in s
+    assert s["top2_accuracy"] == pytest.approx(7 / 8)
+    for avg in ("macro", "weighted"):
+        p, r, f, _ = skm.precision_recall_fscore_support(Y, pred, average=avg, zero_division=0)
+        assert s[f"precision_{avg}"] == pytest.approx(p)
+        assert s[f"recall_{avg}"] == pytest.approx(r)
+        assert s[f"f1_{avg}"] == pytest.approx(f)
+    # macro recall by hand: (2/3 + 1/2 + 2/3) / 3
+    assert s["recall_macro"] == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+    # macro precision by hand: cat 2/4, dog 1/2, fox 2/2
+    assert s["precision_macro"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert s["per_class"]["fox"] == pytest.approx(
+        {"precision": 1.0, "recall": 2 / 3, "f1-score": 0.8, "support": 3})
+
+
+def test_score_with_absent_class_and_topk():
+    names = [f"c{i}" for i in range(6)]
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(6), size=20)
+    y = rng.integers(0, 5, 20)  # class 5 never occurs
+    s = score(y, proba, names, k=3)
+    assert s["top3_accuracy"] == pytest.approx(skm.top_k_accuracy_score(y, proba, k=3, labels=range(6)))
+    ranks = (proba > proba[np.arange(20), y][:, None]).sum(1)
+    assert s["top3_accuracy"] == pytest.approx((ranks < 3).mean())
+    assert s["per_class"]["c5"]["support"] == 0
+    assert np.asarray(s["confusion_matrix"]).shape == (6, 6)
+
+
+def test_gaps_signs():
+    train = {"accuracy": 0.95, "loss": 0.2}
+    val = {"accuracy": 0.80, "loss": 0.6}
+    test = {"accuracy": 0.75, "loss": 0.7}
+    g = gaps(train, val, test)
+    assert g["gap_train_test_accuracy"] == pytest.approx(0.20)
+    assert g["gap_train_val_accuracy"] == pytest.approx(0.15)
+    assert g["gap_test_train_loss"] == pytest.approx(0.5)
+    assert g["gap_val_train_loss"] == pytest.approx(0.4)
+    assert all(v > 0 for v in g.values())  # overfitting: all positive
+    under = gaps({"accuracy": 0.6, "loss": 1.0}, None, {"accuracy": 0.65, "loss": 0.9})
+    assert set(under) == {"gap_train_test_accuracy", "gap_test_train_loss"}
+    assert under["gap_train_test_accuracy"] < 0 and under["gap_test_train_loss"] < 0
+
+
+def test_predict_labels_unknown():
+    proba = np.array([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.1, 0.6, 0.3]])
+    assert predict_labels(proba, NAMES) == ["cat", "cat", "dog"]
+    assert predict_labels(proba, NAMES, threshold=0.5) == ["cat", "unknown", "dog"]
+    assert predict_labels(proba, NAMES, threshold=0.6) == ["cat", "unknown", "dog"]  # >= keeps
+    assert predict_labels(proba, NAMES, threshold=1.0) == ["unknown"] * 3
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            predict_labels(proba, NAMES, threshold=bad)
+
+
+def test_per_class_accuracy():
+    acc = per_class_accuracy([[3, 1, 0], [0, 0, 0], [1, 1, 2]])
+    assert acc.tolist() == pytest.approx([0.75, 0.0, 0.5])
+
+
+def test_diagnose():
+    assert diagnose(0.40, 0.38, 4)[0] == "underfitting"  # chance 0.25, halfway 0.625
+    assert diagnose(0.99, 0.80, 4)[0] == "overfitting"
+    assert diagnose(0.90, 0.88, 4)[0] == "good fit"
+    assert "augmentation" in diagnose(0.99, 0.80, 4)[1]
+
+
+def test_evaluate_on_every_split():
+    """evaluate() with a fixed 'model': a softmax layer over given logits."""
+    rng = np.random.default_rng(0)
+    k = 3
+
+    def split(n):
+        y = rng.integers(0, k, n)
+        x = rng.normal(size=(n, k)).astype("float32")
+        x[np.arange(n), y] += 2.0  # mostly right
+        return x, y
+
+    (xtr, ytr), (xv, yv), (xte, yte) = split(40), split(10), split(12)
+    ds = Dataset("toy", "test", NAMES, xtr, ytr, xte, yte, xv, yv)
+    inputs = keras.Input((k,))
+    model = keras.Model(inputs, keras.layers.Softmax()(inputs))
+    res = evaluate(model, ds, max_train=25, seed=1)
+    assert set(res) == {"train", "val", "test", "summary"}
+    assert res["train"]["n"] == 25 and res["val"]["n"] == 10 and res["test"]["n"] == 12
+    expected = score(yte, np.exp(xte) / np.exp(xte).sum(1, keepdims=True), NAMES)
+    assert res["test"]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert res["test"]["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    summ = res["summary"]
+    for key in ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss", "train_loss",
+                "val_loss", "test_f1_macro", "test_top2_accuracy", "gap_train_val_accuracy"):
+        assert key in summ, key
+    assert summ == summarize({s: res[s] for s in ("train", "val", "test")})
+    # cached features stand in for images through `inputs`
+    res2 = evaluate(model, ds, inputs={"test": xte * 0 + np.eye(k, dtype="float32")[yte] * 10})
+    assert res2["test"]["accuracy"] == 1.0

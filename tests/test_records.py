@@ -1,0 +1,124 @@
+"""tlkit.records: atomic JSON, the record's fields, reading records back."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tlkit.records as records
+from conftest import CLI_PREFIX
+from tlkit.records import load_records, make_record, read_records, run_prefix, write_record
+
+REQUIRED = ("params", "dataset", "model", "weights_source", "metrics", "history", "wall_seconds",
+            "images_per_second", "hardware", "backend", "versions", "seed", "git_commit")
+
+
+def _record(test_accuracy=0.8, name="run", **extra):
+    return make_record(kind="train", name=name, params={"epochs": 2, "lr": np.float32(0.001)},
+                       dataset={"name": "synthetic", "counts": {"train": [3, 3]}},
+                       model={"base": "cnn", "weights_source": "random"},
+                       metrics={"test_accuracy": test_accuracy, "val_accuracy": 0.7,
+                                "train_accuracy": np.float64(0.9)},
+                       history={"loss": [1.0, 0.5]}, wall_seconds=1.5, images_per_second=100.0,
+                       seed=0, evaluation={"test": {"confusion_matrix": np.eye(2, dtype=int)}},
+                       **extra)
+
+
+def test_make_record_fields():
+    rec = _record()
+    for key in REQUIRED:
+        assert key in rec, key
+    assert rec["schema"] == records.SCHEMA and rec["kind"] == "train"
+    assert rec["weights_source"] == "random"
+    assert {"test_accuracy", "val_accuracy", "train_accuracy"} <= set(rec["metrics"])
+    assert rec["backend"] == "tensorflow"
+    assert rec["versions"]["keras"] and rec["versions"]["numpy"] and rec["versions"]["python"]
+    assert rec["hardware"]["cores"] >= 1 and isinstance(rec["hardware"]["gpus"], list)
+    assert rec["git_commit"] is None or len(rec["git_commit"]) == 40
+    assert rec["evaluation"]["test"]["confusion_matrix"] == [[1, 0], [0, 1]]
+    assert rec["created"].endswith("+00:00")
+    json.dumps(rec, allow_nan=False)  # numpy scalars and arrays became plain JSON
+
+
+def test_write_record_is_atomic(tmp_path):
+    path = tmp_path / "runs" / "a_record.json"
+    write_record(_record(0.5), path)
+    assert [p.name for p in path.parent.iterdir()] == ["a_record.json"]
+    assert json.loads(path.read_text())["metrics"]["test_accuracy"] == 0.5
+    write_record(_record(0.6), path)  # replaced in place
+    assert json.loads(path.read_text())["metrics"]["test_accuracy"] == 0.6
+    assert [p.name for p in path.parent.iterdir()] == ["a_record.json"]
+
+
+def test_failed_write_keeps_old_record(tmp_path, monkeypatch):
+    path = tmp_path / "a_record.json"
+    write_record(_record(0.5), path)
+    before = path.read_bytes()
+
+    def broken_dump(obj, fh, **kw):
+        fh.write('{"schema": 1, "metrics": {"test_acc')  # half a record, then a crash
+        raise OSError("disk full")
+
+    monkeypatch.setattr(records.json, "dump", broken_dump)
+    with pytest.raises(OSError, match="disk full"):
+        write_record(_record(0.9), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a_record.json"]  # no temporary left
+
+
+def test_load_records_dataframe(tmp_path):
+    write_record(_record(0.5, name="r1"), tmp_path / "r1_record.json")
+    write_record(_record(0.75, name="r2"), tmp_path / "deeper" / "r2_record.json")
+    (tmp_path / "other.json").write_text(json.dumps({"not": "a record"}))
+    df = load_records(tmp_path)
+    assert isinstance(df, pd.DataFrame) and len(df) == 2
+    assert sorted(df["metrics.test_accuracy"]) == [0.5, 0.75]
+    assert "params.epochs" in df and "model.base" in df and "path" in df
+    assert "history" not in df and not any(c.startswith("evaluation") for c in df)
+    assert load_records(tmp_path / "empty").empty
+    assert len(read_records([tmp_path, tmp_path / "deeper"])) == 3  # r2 found twice
+
+
+def test_nan_metrics_round_trip(tmp_path):
+    write_record(_record(float("nan")), tmp_path / "n.json")
+    assert math.isnan(read_records(tmp_path)[0]["metrics"]["test_accuracy"])
+
+
+def test_bad_json_is_named(tmp_path):
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json is not valid JSON"):
+        read_records(tmp_path)
+
+
+def test_run_prefix_and_label():
+    assert run_prefix("cnn", "synthetic", 32, 32, 1) == CLI_PREFIX
+    assert run_prefix("resnet50", "flowers", 224, 16, 5, finetune=True) == \
+        "resnet50__flowers__img224__bs16__ep5__ft"
+    rec = _record()
+    assert records.label(rec).endswith(", tensorflow") and rec["created"][:10] in records.label(rec)
+
+
+def test_cli_record(cli_run):
+    """The record the CLI wrote: every field, real metrics, matching history."""
+    out, _ = cli_run
+    rec = json.loads((out / f"{CLI_PREFIX}_record.json").read_text())
+    for key in REQUIRED:
+        assert key in rec, key
+    assert rec["name"] == CLI_PREFIX and rec["kind"] == "train"
+    assert rec["params"]["epochs"] == 1 and rec["params"]["img_size"] == 32
+    assert rec["params"]["base"] == "cnn" and rec["params"]["batch_size"] == 32
+    assert rec["model"]["base"] == "cnn" and rec["weights_source"] == "random"
+    assert rec["dataset"]["name"] == "synthetic" and len(rec["dataset"]["class_names"]) == 4
+    m = rec["metrics"]
+    for key in ("test_accuracy", "val_accuracy", "train_accuracy"):
+        assert 0.0 <= m[key] <= 1.0
+    assert len(rec["history"]["loss"]) == 1 and rec["wall_seconds"] > 0
+    assert rec["images_per_second"] > 0 and rec["seed"] == 0
+    cm = np.array(rec["evaluation"]["test"]["confusion_matrix"])
+    assert cm.sum() == rec["evaluation"]["test"]["n"] == sum(rec["dataset"]["counts"]["test"])
+    assert m["test_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    df = load_records(out)
+    assert df.loc[0, "metrics.test_accuracy"] == m["test_accuracy"]
