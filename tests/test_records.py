@@ -53,6 +53,14 @@ def test_write_record_is_atomic(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["a_record.json"]
 
 
+def test_record_is_as_readable_as_other_files(tmp_path):
+    """Not the 0600 of a temporary file: records are shared (book, comparisons)."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    path = write_record(_record(), tmp_path / "r.json")
+    assert (path.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
+
+
 def test_failed_write_keeps_old_record(tmp_path, monkeypatch):
     path = tmp_path / "a_record.json"
     write_record(_record(0.5), path)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from tlkit import TlkitError
@@ -41,10 +40,17 @@ def _book(a: argparse.Namespace) -> None:
     build_book(run=a.run, root=a.root)
 
 
+def _reference(a: argparse.Namespace) -> None:
+    from tlkit.book import save_reference
+
+    print(f"reference results saved in {save_reference(a.run, a.root)}")
+
+
 def _bench(a: argparse.Namespace) -> None:
     from tlkit.bench import run_bench
 
-    run_bench(a.suite, data_dir=a.data_dir, weights_dir=a.weights_dir, out=a.out)
+    run_bench(a.suite, data_dir=a.data_dir, weights_dir=a.weights_dir, out=a.out,
+              course_summary=a.course_summary)
 
 
 def _predict(a: argparse.Namespace) -> None:
@@ -107,12 +113,18 @@ def parser() -> argparse.ArgumentParser:
     bb.add_argument("--run", default="runs/smoke", help="output folder of 'tlkit course run'")
     bb.add_argument("--root", default=".", help="the repository root (holds _config.yml)")
     bb.set_defaults(func=_book)
+    br = bsub.add_parser("reference", help="keep a course run's records as the book's reference results")
+    br.add_argument("--run", required=True, help="output folder of 'tlkit course run'")
+    br.add_argument("--root", default=".")
+    br.set_defaults(func=_reference)
 
     be = sub.add_parser("bench", help="run a benchmark suite and write bench.json")
     be.add_argument("--suite", choices=("smoke", "cpu", "gpu"), default="smoke")
     be.add_argument("--data-dir", default=None)
     be.add_argument("--weights-dir", default=None)
     be.add_argument("--out", default="runs/bench")
+    be.add_argument("--course-summary", default=None,
+                    help="summary.json of a smoke course run to time (default: run the smoke course)")
     be.set_defaults(func=_bench)
 
     pr = sub.add_parser("predict", help="classify image files with a trained model")
@@ -124,7 +136,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("MPLBACKEND", "Agg")  # the CLI only saves figures
     args = parser().parse_args(argv)
     try:
         args.func(args)

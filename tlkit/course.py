@@ -133,6 +133,10 @@ def run_course(profile: str = "smoke", *, data_dir: str | None = None, weights_d
     if weights_dir:
         params["weights_dir"] = str(Path(weights_dir).resolve())
     selected = [n for n in NOTEBOOKS if not only or notebook_id(n) in only]
+    # A non-interactive backend in the kernel would silently drop every figure from the
+    # executed notebooks (and so from the book): the kernel must use its inline backend.
+    if os.environ.pop("MPLBACKEND", None):
+        log("note: MPLBACKEND is ignored for the notebooks (they need the inline backend)")
     results: dict[str, dict] = {}
     start_all = time.perf_counter()
     for i, name in enumerate(selected, 1):

@@ -132,6 +132,8 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
             continue
         if flip not in models:
             models[flip] = feature_extractor(base, ds.image_shape, size, weights, alpha, weights_dir, flip)
+            if flip and False in models:  # the same backbone for both: random weights differ per build
+                models[True][0].set_weights(models[False][0].get_weights())
         model, source = models[flip]
         params = model.count_params()
         model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # trace outside the timing

@@ -14,6 +14,8 @@ from typing import Any, Iterable
 import numpy as np
 
 SCHEMA = 1
+_UMASK = os.umask(0o022)  # the process's umask: reading it means setting it, so set it back
+os.umask(_UMASK)
 PACKAGES = ("tlkit", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy",
             "scikit-learn", "matplotlib", "papermill")
 
@@ -108,6 +110,7 @@ def write_json(obj: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a record is as readable as any file
         with os.fdopen(fd, "w") as fh:
             json.dump(_jsonable(obj), fh, indent=1, allow_nan=True)
             fh.flush()

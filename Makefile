@@ -1,0 +1,34 @@
+# The two commands of the README:
+#   make course   the whole course on its small built-in default (smoke profile), then the book
+#   make test     unit tests, nbval over the notebooks, a smoke course + book build, smoke bench
+# Both create .venv on first use. BACKEND picks the Keras backend extra (tf-cpu, tf, jax, torch).
+PYTHON ?= python3
+VENV ?= .venv
+BACKEND ?= tf-cpu
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(BACKEND)
+
+.PHONY: setup course test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(BACKEND),jax,dev]"
+	touch $@
+
+course: $(STAMP)
+	$(BIN)/tlkit course run --profile smoke --out runs/smoke
+	$(BIN)/tlkit book build --run runs/smoke
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -q --durations=10
+	TLKIT_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax notebooks -q -p no:cacheprovider
+	$(BIN)/tlkit course run --profile smoke --out runs/ci-smoke
+	$(BIN)/tlkit book build --run runs/ci-smoke
+	test -f _build/html/index.html
+	$(BIN)/tlkit bench --suite smoke --course-summary runs/ci-smoke/summary.json --out runs/ci-bench
+
+clean:
+	rm -rf _build runs book/notebooks book/_generated book/results.md book/performance.md
