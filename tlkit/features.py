@@ -106,6 +106,8 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
     """
     spec = get_spec(base)
     size = img_size or spec.default_size
+    if spec.alphas and alpha is None:
+        alpha = 1.0
     wanted = [s for s in ("train", "val", "test") if getattr(ds, f"x_{s}") is not None]
     jobs = [(s, False) for s in wanted] + ([("train", True)] if flip_train else [])
     models: dict[bool, tuple[keras.Model, str]] = {}
@@ -117,8 +119,7 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
         name = split + ("_flip" if flip else "")
         x = getattr(ds, f"x_{split}")
         if source is None:  # resolve the weights once without building anything
-            source = resolve_weights(base, weights, alpha if alpha is not None else
-                                     (1.0 if spec.alphas else None), size, weights_dir)[1]
+            source = resolve_weights(base, weights, alpha, size, weights_dir)[1]
         key = hashlib.sha1(repr((FEATURES_VERSION, base, alpha, _stamp(source), size, spec.preprocess,
                                  flip, keras.config.backend(), fingerprint(x))).encode()).hexdigest()[:20]
         path = cache_dir() / "features" / f"{base}-{size}-{name}-{key}.npy"

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-import numpy as np
+import matplotlib.pyplot as plt
 
 from tlkit.data import load_dataset
 from tlkit.evaluate import evaluate, predict_proba
 from tlkit.models import ModelError, build_classifier, get_spec, param_report
 from tlkit.records import make_record, run_prefix, write_record
-from tlkit.train import configure_precision, fit_dataset, set_seed, two_phase
+from tlkit.train import configure_precision, device_scope, fit_dataset, set_seed, two_phase
 from tlkit import plots
 
 
@@ -22,6 +21,15 @@ def save_model(model, path: str | Path) -> Path:
     model.save(tmp)
     os.replace(tmp, path)
     return path
+
+
+def _train(clf, ds, finetune: bool, epochs: int, finetune_epochs: int | None, lr: float | None,
+           unfreeze_last: int, kw: dict):
+    lr = lr or (5e-3 if clf.transfer else 2e-3)  # a frozen backbone's head learns fast
+    if finetune:
+        return two_phase(clf, ds, head_epochs=epochs, finetune_epochs=finetune_epochs or epochs,
+                         lr=lr, unfreeze_last=unfreeze_last, **kw)
+    return fit_dataset(clf, ds, epochs=epochs, lr=lr, **kw)
 
 
 def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32,
@@ -45,9 +53,10 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
     ds = load_dataset(dataset, data_dir=data_dir, limit_per_class=limit_per_class, seed=seed,
                       fallback_size=size)
     log(ds.describe())
-    clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, img_size=size,
-                           weights=weights, alpha=alpha, weights_dir=weights_dir,
-                           augment=augment, dropout=dropout)
+    with device_scope():
+        clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, img_size=size,
+                               weights=weights, alpha=alpha, weights_dir=weights_dir,
+                               augment=augment, dropout=dropout)
     log(f"weights: {clf.weights_source}\n{param_report(clf.model)}")
     kw = dict(batch_size=batch_size, label_smoothing=label_smoothing, weight_decay=weight_decay,
               class_weight=class_weight, early_stopping=early_stopping, verbose=verbose)
@@ -55,12 +64,8 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
     out = Path(out)
     if tensorboard:
         kw["tensorboard"] = out / f"{prefix}_logs"
-    default_lr = 1e-3 if clf.transfer else 2e-3
-    if finetune:
-        result = two_phase(clf, ds, head_epochs=epochs, finetune_epochs=finetune_epochs or epochs,
-                           lr=lr or default_lr, unfreeze_last=unfreeze_last, **kw)
-    else:
-        result = fit_dataset(clf, ds, epochs=epochs, lr=lr or default_lr, **kw)
+    with device_scope():
+        result = _train(clf, ds, finetune, epochs, finetune_epochs, lr, unfreeze_last, kw)
     evaluation = evaluate(clf.model, ds, seed=seed)
     proba = predict_proba(clf.model, ds.x_test)
     title = f"{base} on {ds.name} at {size} px ({clf.weights_source.split(':')[0]} weights)"
@@ -71,7 +76,6 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
             plots.prediction_grid(ds.x_test, ds.y_test, proba, ds.class_names,
                                   title=f"Test predictions: {base}", seed=seed,
                                   path=out / f"{prefix}_pred_grid.png")]
-    import matplotlib.pyplot as plt
     for f in figs:
         plt.close(f)
     save_model(clf.model, out / f"{prefix}_model.keras")

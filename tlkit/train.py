@@ -1,6 +1,7 @@
 """Training: seeds, device setup, compile, fit, and the two-phase transfer recipe."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,33 @@ def _supports_bf16() -> bool:
     except (ImportError, IndexError, RuntimeError):
         return False
     return True  # JAX on GPU/TPU: bfloat16 is native on current hardware
+
+
+_STRATEGY = None
+
+
+def device_scope():
+    """Data parallelism over several accelerators with Keras's own tools, else nothing.
+
+    JAX: ``keras.distribution.DataParallel`` (set globally). TensorFlow:
+    ``tf.distribute.MirroredStrategy`` (build and compile models inside the returned scope).
+    One device or none: a scope that does nothing.
+    """
+    devices = accelerators()
+    if len(devices) < 2:
+        return contextlib.nullcontext()
+    backend = keras.config.backend()
+    if backend == "jax":
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext()
+    if backend == "tensorflow":
+        global _STRATEGY
+        if _STRATEGY is None:
+            import tensorflow as tf
+
+            _STRATEGY = tf.distribute.MirroredStrategy()
+        return _STRATEGY.scope()
+    return contextlib.nullcontext()  # torch: Keras runs on one GPU; use torchrun for more
 
 
 @dataclass
