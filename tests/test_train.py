@@ -147,3 +147,14 @@ def test_precision_on_cpu():
     if not train.accelerators():
         assert keras.mixed_precision.global_policy().name == "float32"
     train.configure_precision("float32")
+
+
+def test_device_scope_is_a_no_op_without_accelerators():
+    import contextlib
+
+    if train.accelerators():
+        pytest.skip("this machine has accelerators")
+    scope = train.device_scope()
+    assert isinstance(scope, contextlib.nullcontext)
+    with scope:
+        assert tuple(dense_model().output_shape) == (None, 2)
