@@ -15,11 +15,23 @@ def _files(cache_dir):
     return sorted(p.name for p in (cache_dir / "features").glob("*.npy"))
 
 
-def test_extract_features_cached(tiny_ds, cache_dir):
+@pytest.fixture(scope="module")
+def cnn_weights(tmp_path_factory):
+    """A weights file of the course CNN, standing in for pretrained weights."""
+    from tlkit.models import cnn_body
+
+    set_seed(1)
+    path = tmp_path_factory.mktemp("cnnw") / "cnn.weights.h5"
+    cnn_body((32, 32, 3)).save_weights(path)
+    return str(path)
+
+
+def test_extract_features_cached(tiny_ds, cache_dir, cnn_weights):
     set_seed(0)
-    a = extract_features("cnn", tiny_ds, img_size=32, weights="none")
+    w = cnn_weights
+    a = extract_features("cnn", tiny_ds, img_size=32, weights=w)
     assert a.cached == {"train": False, "val": False, "test": False}
-    assert a.weights_source == "random" and a.dim == 256 and a.img_size == 32
+    assert a.weights_source.startswith("file:") and a.dim == 256 and a.img_size == 32
     assert {k: v.shape for k, v in a.splits.items()} == {
         "train": (len(tiny_ds.y_train), 256), "val": (len(tiny_ds.y_val), 256),
         "test": (len(tiny_ds.y_test), 256)}
@@ -29,7 +41,7 @@ def test_extract_features_cached(tiny_ds, cache_dir):
     assert len(files) == 3 and all(f.startswith("cnn-32-") for f in files)
     assert not list((cache_dir / "features").glob(".*"))  # no temporaries left
 
-    b = extract_features("cnn", tiny_ds, img_size=32, weights="none")
+    b = extract_features("cnn", tiny_ds, img_size=32, weights=w)
     assert b.cached == {"train": True, "val": True, "test": True}
     assert b.extractor is None  # nothing was built
     # the cache keeps how long extraction took, so throughput is known for cached features too
@@ -42,20 +54,20 @@ def test_extract_features_cached(tiny_ds, cache_dir):
     assert b.info()["from_cache"] == b.cached
 
     # the key changes with the input size ...
-    c = extract_features("cnn", tiny_ds, img_size=48, weights="none")
+    c = extract_features("cnn", tiny_ds, img_size=48, weights=w)
     assert not any(c.cached.values()) and len(_files(cache_dir)) == 6
     # ... with mirrored training images (the other splits stay cached) ...
-    d = extract_features("cnn", tiny_ds, img_size=32, weights="none", flip_train=True)
+    d = extract_features("cnn", tiny_ds, img_size=32, weights=w, flip_train=True)
     assert d.cached == {"train": True, "val": True, "test": True, "train_flip": False}
     assert len(_files(cache_dir)) == 7 and any("train_flip" in f for f in _files(cache_dir))
     # ... and with the data
     x_test = tiny_ds.x_test.copy()
     x_test[0, 0, 0] ^= 255
-    e = extract_features("cnn", replace(tiny_ds, x_test=x_test), img_size=32, weights="none")
+    e = extract_features("cnn", replace(tiny_ds, x_test=x_test), img_size=32, weights=w)
     assert e.cached == {"train": True, "val": True, "test": False}
     assert len(_files(cache_dir)) == 8
     # without the cache nothing is read or written
-    f = extract_features("cnn", tiny_ds, img_size=32, weights="none", cache=False)
+    f = extract_features("cnn", tiny_ds, img_size=32, weights=w, cache=False)
     assert not any(f.cached.values()) and len(_files(cache_dir)) == 8
 
 
@@ -96,13 +108,29 @@ def test_fit_head_and_attach_head(ds40):
     assert np.allclose(full, direct, atol=1e-5)
 
 
-def test_attach_head_needs_rebuildable_backbone(tiny_ds):
+def test_random_features_are_never_cached(tiny_ds, cache_dir):
+    """Random weights change with every initialisation: their features must not be reused."""
     set_seed(0)
-    extract_features("cnn", tiny_ds, img_size=32, weights="none")
-    cached = extract_features("cnn", tiny_ds, img_size=32, weights="none")
+    a = extract_features("cnn", tiny_ds, img_size=32, weights="none")
+    b = extract_features("cnn", tiny_ds, img_size=32, weights="none")
+    assert not any(a.cached.values()) and not any(b.cached.values())
+    assert _files(cache_dir) == []
+    head, _ = fit_head(b, tiny_ds, epochs=1, early_stopping=None)
+    assert attach_head(b, head, tiny_ds).inputs[0].dtype == "uint8"
+
+
+def test_attach_head_needs_rebuildable_backbone(fake_mnv2, tiny_ds):
+    """A cached pretrained extractor is rebuilt from its weights file when a head is attached."""
+    folder, _, _ = fake_mnv2
+    set_seed(0)
+    kw = dict(img_size=96, weights="imagenet", alpha=0.35, weights_dir=folder)
+    first = extract_features("mobilenetv2", tiny_ds, **kw)
+    cached = extract_features("mobilenetv2", tiny_ds, **kw)
+    assert all(cached.cached.values()) and cached.extractor is None
     head, _ = fit_head(cached, tiny_ds, epochs=1, early_stopping=None)
-    with pytest.raises(ValueError, match="cache=False"):
-        attach_head(cached, head, tiny_ds)
+    full = attach_head(cached, head, tiny_ds, alpha=0.35, weights_dir=folder)
+    assert np.allclose(predict_proba(full, tiny_ds.x_test), predict_proba(head, first.splits["test"]),
+                       atol=1e-4)
 
 
 def test_train_fraction(tiny_ds):

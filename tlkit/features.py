@@ -102,7 +102,8 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
     """Pooled features of ``ds``'s train/val/test splits through a frozen backbone.
 
     ``flip_train`` also extracts mirrored training images (``train_flip``): a cheap,
-    cacheable stand-in for flip augmentation. Cached under ``$TLKIT_CACHE_DIR/features``.
+    cacheable stand-in for flip augmentation. Cached under ``$TLKIT_CACHE_DIR/features``
+    (features of random weights are not cached: they change with the initialisation).
     """
     spec = get_spec(base)
     size = img_size or spec.default_size
@@ -113,13 +114,13 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
     models: dict[bool, tuple[keras.Model, str]] = {}
     out: dict[str, np.ndarray] = {}
     cached: dict[str, bool] = {}
-    seconds, images = 0.0, 0
-    source, params = None, None
+    seconds, images, params = 0.0, 0, None
+    source = resolve_weights(base, weights, alpha, size, weights_dir)[1]
+    # Random weights differ with every initialisation: their features are never cached.
+    cache = cache and source != "random"
     for split, flip in jobs:
         name = split + ("_flip" if flip else "")
         x = getattr(ds, f"x_{split}")
-        if source is None:  # resolve the weights once without building anything
-            source = resolve_weights(base, weights, alpha, size, weights_dir)[1]
         key = hashlib.sha1(repr((FEATURES_VERSION, base, alpha, _stamp(source), size, spec.preprocess,
                                  flip, keras.config.backend(), fingerprint(x))).encode()).hexdigest()[:20]
         path = cache_dir() / "features" / f"{base}-{size}-{name}-{key}.npy"
@@ -225,14 +226,11 @@ def attach_head(feats: Features, head: keras.Model, ds: Dataset, alpha: float | 
                 weights_dir: str | Path | None = None) -> keras.Model:
     """The full image classifier (uint8 images in) made of the extractor and a trained head.
 
-    Uses the extractor kept from this session's extraction; rebuilds it otherwise, which
-    only reproduces the features for pretrained (not random) weights.
+    Uses the extractor of this session's extraction, or rebuilds it from the weights file
+    when the features came from the cache (only pretrained features are cached).
     """
     extractor = feats.extractor
     if extractor is None:
-        if feats.weights_source == "random":
-            raise ValueError("features of a random backbone were read from the cache, and that "
-                             "backbone cannot be rebuilt: extract again with cache=False")
         source = feats.weights_source
         weights = "imagenet" if source == "imagenet:download" else source.split(":", 1)[1]
         extractor, _ = feature_extractor(feats.base, ds.image_shape, feats.img_size, weights,

@@ -260,6 +260,8 @@ def build_backbone(name: str, img_size: int | None = None, weights: str | Path |
         with warnings.catch_warnings():  # any size is deliberate here; Keras warns for non-224
             warnings.filterwarnings("ignore", message=".*input_shape.*", category=UserWarning)
             backbone = spec.build((size, size, 3), weights=arg, alpha=alpha)
+        if arg is not None and not spec.pretrained:  # a from-scratch body given a weights file
+            backbone.load_weights(arg)
     except Exception as e:  # Keras raises plain Exception for failed downloads
         if source == "imagenet:download":
             dirs = ", ".join(str(d) for d in weights_dirs(weights_dir))
