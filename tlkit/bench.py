@@ -252,7 +252,6 @@ def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir:
 
 def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = None) -> str:
     """A markdown report of a bench.json: machine, goals against measured figures, plots."""
-    import matplotlib.pyplot as plt
     import pandas as pd
 
     from tlkit import plots
@@ -294,22 +293,19 @@ def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = 
             lines.append(f"| {r.model} | {r.img_size} | {r.params:,} | {r.gflops_per_image:.2f} | {r.train_images_per_second:.1f} | "
                          f"{r.train_step_images_per_second:.1f} | {r.inference_images_per_second:.1f} | {r.train_gflops:.1f} |")
         lines.append("")
-        fig_dir.mkdir(parents=True, exist_ok=True)
         fig = plots.compare(df, "gflops_per_image", "inference_images_per_second", label="model", logx=True,
                             title=f"Inference throughput against compute ({device})",
                             xlabel="GFLOPs per image (log scale)", ylabel="inference images per second")
-        fig.savefig(fig_dir / f"{key}_models.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        lines += [f":::{{figure}} {fig_prefix}/{key}_models.png",
-                  ":alt: Scatter plot of inference images per second against GFLOPs per image for each model",
-                  "", f"Throughput of every registry model on {device}.", ":::", ""]
+        lines.append(plots.myst_figure(
+            fig, fig_dir / f"{key}_models.png", f"{fig_prefix}/{key}_models.png",
+            "Scatter plot of inference images per second against GFLOPs per image for each model",
+            f"Throughput of every registry model on {device}."))
     if f:
         fd = pd.DataFrame({"img_size": [int(x) for x in f["by_size"]], "test_accuracy": list(f["by_size"].values())})
         fig = plots.lines(fd, "img_size", "test_accuracy", title="Frozen MobileNetV2 on CIFAR-10 by input size",
                           xlabel="input size (px)", ylabel="test accuracy")
-        fig.savefig(fig_dir / f"{key}_frozen.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        lines += [f":::{{figure}} {fig_prefix}/{key}_frozen.png",
-                  ":alt: Line chart of frozen MobileNetV2 test accuracy against input size",
-                  "", f"Weights: `{f.get('weights_source')}`.", ":::", ""]
+        lines.append(plots.myst_figure(
+            fig, fig_dir / f"{key}_frozen.png", f"{fig_prefix}/{key}_frozen.png",
+            "Line chart of frozen MobileNetV2 test accuracy against input size",
+            f"Weights: `{f.get('weights_source')}`."))
     return "\n".join(lines)

@@ -52,13 +52,9 @@ def run_label(summary: dict | None, recs: list[dict]) -> str:
 
 
 def _figure(fig, name: str, root: Path, alt: str, caption: str) -> str:
-    import matplotlib.pyplot as plt
+    from tlkit.plots import myst_figure
 
-    path = root / GENERATED / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return f":::{{figure}} _generated/{name}.png\n:alt: {alt}\n\n{caption}\n:::\n"
+    return myst_figure(fig, root / GENERATED / f"{name}.png", f"_generated/{name}.png", alt, caption)
 
 
 def results_section(title: str, recs: list[dict], summary: dict | None, root: Path, key: str) -> str:

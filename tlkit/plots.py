@@ -58,18 +58,25 @@ def confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Sequence[s
     return _finish(fig, path)
 
 
-def samples(images: np.ndarray, labels: Sequence[int], class_names: Sequence[str], n: int = 16,
-            title: str = "Sample images", seed: int = 0, path: str | Path | None = None) -> plt.Figure:
-    """A grid of random images with their class names."""
+def _grid(images: np.ndarray, n: int, seed: int, cell: tuple[float, float]):
+    """A figure of up to ``n`` random images, one per axis; returns (fig, [(ax, index)])."""
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(images), min(n, len(images)), replace=False)
     cols = int(np.ceil(np.sqrt(len(idx))))
     rows = int(np.ceil(len(idx) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell[0] * cols, cell[1] * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, idx):
         ax.imshow(images[i])
+    return fig, list(zip(axes.flat, idx))
+
+
+def samples(images: np.ndarray, labels: Sequence[int], class_names: Sequence[str], n: int = 16,
+            title: str = "Sample images", seed: int = 0, path: str | Path | None = None) -> plt.Figure:
+    """A grid of random images with their class names."""
+    fig, cells = _grid(images, n, seed, (1.7, 1.9))
+    for ax, i in cells:
         ax.set_title(class_names[int(labels[i])], fontsize=8)
     fig.suptitle(title)
     return _finish(fig, path)
@@ -79,17 +86,10 @@ def prediction_grid(images: np.ndarray, y_true: Sequence[int], proba: np.ndarray
                     class_names: Sequence[str], n: int = 16, title: str = "Predictions",
                     seed: int = 0, path: str | Path | None = None) -> plt.Figure:
     """A grid of images with true and predicted classes; mistakes in red."""
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(images), min(n, len(images)), replace=False)
-    cols = int(np.ceil(np.sqrt(len(idx))))
-    rows = int(np.ceil(len(idx) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, idx):
+    fig, cells = _grid(images, n, seed, (1.9, 2.1))
+    for ax, i in cells:
         pred = int(np.argmax(proba[i]))
         ok = pred == int(y_true[i])
-        ax.imshow(images[i])
         ax.set_title(f"true: {class_names[int(y_true[i])]}\npred: {class_names[pred]} "
                      f"({proba[i][pred]:.0%})", fontsize=8, color="black" if ok else "red")
     fig.suptitle(f"{title} (red: mistakes)")
@@ -174,3 +174,12 @@ def split_accuracies(df, label: str = "run", title: str = "Train, validation and
         t.set_ha("right")
     ax.set(ylim=(0, 1.05), xlabel=label, ylabel="accuracy", title=title)
     return _finish(fig, path)
+
+
+def myst_figure(fig: plt.Figure, path: Path, src: str, alt: str, caption: str) -> str:
+    """Save ``fig`` as ``path``, close it, and return a MyST figure block (with alt text)
+    that shows it from ``src`` (the path as the page sees it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f":::{{figure}} {src}\n:alt: {alt}\n\n{caption}\n:::\n"
