@@ -153,10 +153,11 @@ def scratch_run(base: str, ds, budget_s: float, *, lr: float, augment, label_smo
     set_seed(0)
     probe = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, augment=augment)
     n = min(len(ds.y_train), 20 * batch_size)
+    part = dataclasses.replace(ds, x_train=ds.x_train[:n], y_train=ds.y_train[:n])
+    fit_dataset(probe, part, epochs=1, batch_size=batch_size, lr=lr, verbose=0)  # traces
     t0 = time.perf_counter()
-    fit_dataset(probe, dataclasses.replace(ds, x_train=ds.x_train[:n], y_train=ds.y_train[:n]), epochs=1, batch_size=batch_size, lr=lr, verbose=0)
-    first = time.perf_counter() - t0  # includes tracing, so the estimate errs on the safe side
-    per_epoch = first * len(ds.y_train) / n
+    fit_dataset(probe, part, epochs=1, batch_size=batch_size, lr=lr, verbose=0, compile=False)
+    per_epoch = (time.perf_counter() - t0) * len(ds.y_train) / n * 1.1  # +10% for validation
     epochs = int(max(1, min(max_epochs, budget_s // per_epoch)))
     set_seed(0)
     clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, augment=augment)
