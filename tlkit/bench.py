@@ -34,6 +34,7 @@ SUITES = {
                         "efficientnetb3", "mobilenetv2", "mobilenetv3large"],
                 model_sizes=[224], train_batch=128, steps=10),
 }
+PARTS = ("course", "kernels", "scratch", "frozen", "models")
 GOALS = {
     "smoke_course_seconds": ("smoke course on 2 CPU cores (TensorFlow)", "<= 300 s"),
     "scratch": ("from scratch on CIFAR-10, 2 CPU cores", ">= 0.85 test accuracy in <= 900 s of training, "
@@ -186,10 +187,13 @@ def smoke_course(summary_path: str | Path | None) -> dict:
 # --------------------------------------------------------------------------- suite
 
 def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir: str | None = None,
-              out: str | Path = "runs/bench", course_summary: str | Path | None = None, log=print) -> dict:
-    """Run a benchmark suite; write ``bench.json``, ``bench.md`` and plots into ``out``."""
-    from tlkit.data import load_dataset
-    from tlkit.features import probe
+              out: str | Path = "runs/bench", course_summary: str | Path | None = None,
+              only: list[str] | None = None, log=print) -> dict:
+    """Run a benchmark suite; write ``bench.json``, ``bench.md`` and plots into ``out``.
+
+    ``only`` (a subset of :data:`PARTS`) re-runs those parts and keeps the others from the
+    ``bench.json`` already in ``out``; each part records when it was measured.
+    """
     from tlkit.train import configure_precision
 
     cfg = SUITES[suite]
@@ -197,19 +201,56 @@ def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir:
     out.mkdir(parents=True, exist_ok=True)
     precision = configure_precision()
     started = time.perf_counter()
-    result: dict = {"suite": suite, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "precision": precision, **environment(), "goals": GOALS}
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    previous = out / "bench.json"
+    result: dict = json.loads(previous.read_text()) if only and previous.is_file() else {}
+    if result.get("suite", suite) != suite:
+        raise ValueError(f"{previous} holds the {result['suite']} suite, not {suite}")
+    result.update({"suite": suite, "created": now, "precision": precision, **environment(), "goals": GOALS})
+    parts = set(only or PARTS)
+    measured = result.setdefault("measured", {})
 
     def save() -> None:
         result["bench_seconds"] = round(time.perf_counter() - started, 1)
         write_json(result, out / "bench.json")
 
-    log("bench: smoke course", flush=True)
-    result["smoke_course_seconds"] = smoke_course(course_summary)
+    if "course" in parts:
+        log("bench: smoke course", flush=True)
+        result["smoke_course_seconds"] = smoke_course(course_summary)
+        measured["course"] = now
+        save()
+    if "kernels" in parts:
+        log("bench: CPU kernels", flush=True)
+        result["cpu_kernels"] = onednn_probe()
+        measured["kernels"] = now
+        save()
+    if "scratch" in parts:
+        _scratch(result, cfg, data_dir, log)
+        measured["scratch"] = now
+        save()
+    if "frozen" in parts:
+        _frozen(result, cfg, data_dir, weights_dir, log)
+        measured["frozen"] = now
+        save()
+    if "models" in parts:
+        log("bench: models", flush=True)
+        rows = []
+        for name in cfg["models"]:
+            for size in cfg["model_sizes"]:
+                rows.append(measure_model(name, size, train_batch=cfg["train_batch"], steps=cfg["steps"]))
+                log(f"  {name} {size}px: train {rows[-1]['train_images_per_second']:.1f} img/s, "
+                    f"inference {rows[-1]['inference_images_per_second']:.1f} img/s", flush=True)
+                result["models"] = rows
+                save()
+        measured["models"] = now
     save()
-    log("bench: CPU kernels", flush=True)
-    result["cpu_kernels"] = onednn_probe()
-    save()
+    (out / "bench.md").write_text(bench_markdown(result, out, "."))
+    log(f"bench: {out / 'bench.json'} ({result['bench_seconds']:.0f} s)", flush=True)
+    return result
+
+
+def _scratch(result: dict, cfg: dict, data_dir, log) -> None:
+    from tlkit.data import load_dataset
 
     log("bench: from scratch vs seed-style baseline", flush=True)
     ds = load_dataset(cfg["dataset"], data_dir=data_dir, limit_per_class=cfg.get("scratch_limit"), seed=0)
@@ -220,7 +261,11 @@ def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir:
     result["scratch"] = {**s, "baseline_test_accuracy": b["test_accuracy"],
                          "baseline_wall_seconds": b["wall_seconds"], "baseline_epochs": b["epochs"],
                          "budget_seconds": cfg["scratch_budget"], "dataset": ds.source}
-    save()
+
+
+def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
+    from tlkit.data import load_dataset
+    from tlkit.features import probe
 
     log("bench: frozen MobileNetV2 by input size", flush=True)
     fds = load_dataset(cfg["dataset"], data_dir=data_dir, limit_per_class=cfg["limit"], seed=0)
@@ -235,21 +280,6 @@ def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir:
     result["frozen_mobilenetv2"] = {"by_size": by_size, "extraction_images_per_second": ips,
                                     "weights_source": source, "train_images": int(len(fds.y_train)),
                                     "test_images": int(len(fds.y_test))}
-    save()
-
-    log("bench: models", flush=True)
-    rows = []
-    for name in cfg["models"]:
-        for size in cfg["model_sizes"]:
-            rows.append(measure_model(name, size, train_batch=cfg["train_batch"], steps=cfg["steps"]))
-            log(f"  {name} {size}px: train {rows[-1]['train_images_per_second']:.1f} img/s, "
-                f"inference {rows[-1]['inference_images_per_second']:.1f} img/s", flush=True)
-            result["models"] = rows
-            save()
-    save()
-    (out / "bench.md").write_text(bench_markdown(result, out, "."))
-    log(f"bench: {out / 'bench.json'} ({result['bench_seconds']:.0f} s)", flush=True)
-    return result
 
 
 # --------------------------------------------------------------------------- report

@@ -50,7 +50,7 @@ def _bench(a: argparse.Namespace) -> None:
     from tlkit.bench import run_bench
 
     run_bench(a.suite, data_dir=a.data_dir, weights_dir=a.weights_dir, out=a.out,
-              course_summary=a.course_summary)
+              course_summary=a.course_summary, only=a.only)
 
 
 def _predict(a: argparse.Namespace) -> None:
@@ -125,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--out", default="runs/bench")
     be.add_argument("--course-summary", default=None,
                     help="summary.json of a smoke course run to time (default: run the smoke course)")
+    be.add_argument("--only", nargs="+", default=None, choices=("course", "kernels", "scratch", "frozen", "models"),
+                    help="re-run these parts, keep the others from --out's bench.json")
     be.set_defaults(func=_bench)
 
     pr = sub.add_parser("predict", help="classify image files with a trained model")
