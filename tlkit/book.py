@@ -69,7 +69,11 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     if len(frozen):
         small = frozen.iloc[0]
         best = frozen.loc[frozen["test_accuracy"].idxmax()]
-        out += [f"Frozen MobileNetV2 ({small['weights']}) on {recs[0]['dataset']['name']}: "
+        frozen_rec = next(r for r in recs if r.get("kind") == "frozen")
+        n_train = sum(frozen_rec["dataset"]["counts"]["train"])
+        n_test = sum(frozen_rec["dataset"]["counts"]["test"])
+        out += [f"Frozen MobileNetV2 ({small['weights']}) on {frozen_rec['dataset']['name']} "
+                f"({n_train:,} training and {n_test:,} test images): "
                 f"**{small['test_accuracy']:.1%}** test accuracy at {small['img_size']} px against "
                 f"**{best['test_accuracy']:.1%}** at {best['img_size']} px.", ""]
         fig = plots.lines(frozen, "img_size", "test_accuracy", title="Frozen MobileNetV2: test accuracy by input size",
@@ -77,7 +81,8 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
         out.append(_figure(fig, f"{key}_frozen_by_size", root,
                            "Line chart of frozen MobileNetV2 test accuracy against input size",
                            f"Notebook 2 ({key} run): the same frozen weights and head at each input size."))
-    main = df[df["kind"] != "ablation"]
+    main = df[df["kind"] != "ablation"].sort_values(["kind", "img_size", "run"], key=lambda c: c.map(
+        {"scratch": 0, "frozen": 1, "finetune": 2, "comparison": 3}) if c.name == "kind" else c)
     out += ["### All runs of notebooks 1–4", "",
             md_table(main, {"run": "run", "model": "model", "weights": "weights", "img_size": "input px",
                             "train_accuracy": "train acc", "val_accuracy": "val acc",
