@@ -119,16 +119,12 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                          {"train_accuracy": ".3f", "val_accuracy": ".3f", "test_accuracy": ".3f",
                           "gap_train_val_accuracy": "+.3f"}), ""]
     if summary:
+        import pandas as pd
+
         out += ["### Wall time per notebook", "",
-                md_table(to_table(summary["notebooks"]), {"notebook": "notebook", "status": "status",
+                md_table(pd.DataFrame(summary["notebooks"]), {"notebook": "notebook", "status": "status",
                                                           "seconds": "seconds"}, {"seconds": ".0f"}), ""]
     return "\n".join(out)
-
-
-def to_table(rows: list[dict]):
-    import pandas as pd
-
-    return pd.DataFrame(rows)
 
 
 def _load_summary(folder: Path) -> dict | None:
@@ -168,7 +164,7 @@ def write_performance_page(root: Path, run: Path | None) -> Path:
     found = False
     for p in sorted((root / REFERENCE).glob("*/bench.json")) + (
             [run / "bench.json"] if run is not None and (run / "bench.json").is_file() else []):
-        parts.append(bench_markdown(json.loads(p.read_text()), root / GENERATED, f"_generated",
+        parts.append(bench_markdown(json.loads(p.read_text()), root / GENERATED, "_generated",
                                     title=f"{p.parent.name}"))
         found = True
     if not found:

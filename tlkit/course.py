@@ -159,7 +159,7 @@ def run_course(profile: str = "smoke", *, data_dir: str | None = None, weights_d
             results[nb] = {"notebook": name, "status": "failed", **_failure(e)}
         results[nb]["seconds"] = round(time.perf_counter() - start, 1)
         r = results[nb]
-        detail = f"ok" if r["status"] == "ok" else f"FAILED in cell {r.get('cell')}: {r.get('error')}"
+        detail = "ok" if r["status"] == "ok" else f"FAILED in cell {r.get('cell')}: {r.get('error')}"
         log(f"{prefix}: {detail} ({r['seconds']:.0f} s)", flush=True)
     env = environment()
     summary = {"profile": profile, "out": str(out), "seconds": round(time.perf_counter() - start_all, 1),
