@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import tlkit.records as records
+import tlkit.system as system
 from conftest import CLI_PREFIX
 from tlkit.records import load_records, make_record, read_records, run_prefix, write_record
 
@@ -66,11 +67,10 @@ def test_failed_write_keeps_old_record(tmp_path, monkeypatch):
     write_record(_record(0.5), path)
     before = path.read_bytes()
 
-    def broken_dump(obj, fh, **kw):
-        fh.write('{"schema": 1, "metrics": {"test_acc')  # half a record, then a crash
+    def broken_fsync(fd):  # the bytes are written, then the disk gives up
         raise OSError("disk full")
 
-    monkeypatch.setattr(records.json, "dump", broken_dump)
+    monkeypatch.setattr(system.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         write_record(_record(0.9), path)
     assert path.read_bytes() == before

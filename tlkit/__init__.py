@@ -2,19 +2,16 @@
 
 Modules follow the flow of data: ``data`` → ``models`` → ``train`` → ``evaluate``
 → ``plots`` / ``records``, with ``features`` (frozen-feature cache), ``course``
-(papermill runner), ``book``, ``bench`` and ``cli`` on top.
+(papermill runner), ``book``, ``bench``, ``serve`` and ``cli`` on top; ``system`` (atomic
+writes, caches, hardware) sits below them all. Importing tlkit changes nothing global:
+call :func:`tlkit.quiet` first to silence TensorFlow's log lines (oneDNN stays on).
 """
 from __future__ import annotations
 
-import os
-
-# Quiet TensorFlow before anything imports it (notebooks import tlkit first).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # else TF logs a oneDNN notice even at level 3
-# oneDNN kernels are faster on recent CPUs (``tlkit bench`` measures both); set
-# TF_ENABLE_ONEDNN_OPTS=1 before importing tlkit to use them, at the cost of that notice.
+from tlkit.system import quiet
 
 __version__ = "0.1.0"
+__all__ = ["TlkitError", "quiet", "__version__"]
 
 
 class TlkitError(Exception):

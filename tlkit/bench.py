@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tlkit.records import environment, write_json
+from tlkit.records import environment
+from tlkit.system import write_json
 
 SUITES = {
     # frozen: sizes and training images per class; scratch/baseline: time budgets in seconds

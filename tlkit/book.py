@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tlkit import TlkitError
 from tlkit.course import NOTEBOOKS
-from tlkit.records import read_records, to_frame, write_json
+from tlkit.records import read_records, to_frame
+from tlkit.system import write_json
 
 REFERENCE = Path("book") / "reference"
 GENERATED = Path("book") / "_generated"

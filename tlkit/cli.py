@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tlkit import TlkitError
+from tlkit import TlkitError, quiet
 
 
 def _train(a: argparse.Namespace) -> None:
@@ -139,6 +139,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet()  # an application may quiet TensorFlow; importing tlkit does not
     try:
         args.func(args)
     except TlkitError as e:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from tlkit import TlkitError
-from tlkit.records import environment, write_json
+from tlkit.records import environment
+from tlkit.system import write_json
 
 NOTEBOOKS = ["01_cnn_from_scratch", "02_frozen_mobilenetv2", "03_fine_tuning",
              "04_model_comparison", "05_overfitting_gaps"]

@@ -19,7 +19,7 @@ from keras import layers, ops
 
 from tlkit.data import Dataset, cache_dir, fingerprint, stratified_split
 from tlkit.models import Preprocess, ToFloat, build_backbone, get_spec, resolve_weights
-from tlkit.records import write_json
+from tlkit.system import write_json
 from tlkit.train import TrainResult, fit
 
 FEATURES_VERSION = 1

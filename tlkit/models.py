@@ -6,7 +6,6 @@ the backbone's own preprocessing → backbone → pooling → dropout → softma
 """
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -17,10 +16,6 @@ import keras
 from keras import layers, ops
 
 from tlkit import TlkitError
-
-
-if keras.config.backend() == "tensorflow":  # no retracing notices between models in notebooks
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 class ModelError(TlkitError):

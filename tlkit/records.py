@@ -3,19 +3,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-import numpy as np
+from tlkit.system import hardware, jsonable, write_json
 
 SCHEMA = 1
-_UMASK = os.umask(0o022)  # the process's umask: reading it means setting it, so set it back
-os.umask(_UMASK)
 PACKAGES = ("tlkit", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy",
             "scikit-learn", "matplotlib", "papermill")
 
@@ -24,16 +20,6 @@ def run_prefix(base: str, dataset: str, img_size: int, batch_size: int, epochs: 
                finetune: bool = False) -> str:
     """The file-name prefix of a CLI run: ``<base>__<dataset>__img<S>__bs<B>__ep<N>[__ft]``."""
     return f"{base}__{dataset}__img{img_size}__bs{batch_size}__ep{epochs}" + ("__ft" if finetune else "")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict[str, str]:
@@ -63,26 +49,9 @@ def environment() -> dict:
     """Hardware, backend, versions and commit: where a result came from."""
     import keras
 
-    from tlkit.train import accelerators
-
-    return {"hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "gpus": accelerators(),
-                         "platform": platform.platform()},
+    return {"hardware": hardware(),
             "backend": keras.config.backend(), "precision": keras.mixed_precision.global_policy().name,
             "versions": versions(), "git_commit": git_commit()}
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 def make_record(*, kind: str, name: str, params: dict, dataset: dict, model: dict, metrics: dict,
@@ -101,25 +70,7 @@ def make_record(*, kind: str, name: str, params: dict, dataset: dict, model: dic
         rec["evaluation"] = evaluation
     if extra:
         rec.update(extra)
-    return _jsonable(rec)
-
-
-def write_json(obj: Any, path: str | Path) -> Path:
-    """Write JSON atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a record is as readable as any file
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(obj), fh, indent=1, allow_nan=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return jsonable(rec)
 
 
 def write_record(record: dict, path: str | Path) -> Path:

@@ -11,6 +11,7 @@ import numpy as np
 
 from tlkit.data import Dataset, class_weights
 from tlkit.models import Classifier, freeze_backbone, unfreeze
+from tlkit.system import accelerators
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
@@ -21,24 +22,6 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-
-
-def accelerators() -> list[str]:
-    """The GPUs/TPUs the current backend sees (empty on a CPU-only machine)."""
-    backend = keras.config.backend()
-    if backend == "jax":
-        import jax
-
-        return [str(d) for d in jax.devices() if d.platform != "cpu"]
-    if backend == "torch":
-        import torch
-
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return [d.name for d in tf.config.list_physical_devices("GPU")]
-    return []
 
 
 def configure_precision(policy: str = "auto") -> str:

@@ -1,0 +1,244 @@
+"""The bottom of the house: atomic file writes, self-healing cache reads, the hardware probe
+and opt-in log quieting. Every layer may import this module; it imports no other tlkit module.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import secrets
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+TMP_MARK = ".tlkit-tmp"  # every temporary file of an atomic write carries this in its name
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+def _tmp_path(path: Path, suffix: str = "") -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_MARK}{suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is synced and renamed onto
+    ``path``, on any failure it is removed. ``suffix`` keeps writers that look at the file
+    name happy (``.npz``, ``.keras``). Readers never see a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path, suffix)
+    try:
+        yield tmp
+        if tmp.is_file():
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes(data: bytes, path: str | Path) -> Path:
+    """Write bytes atomically (permissions follow the process's umask, like ``open``)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    return path
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types from dicts, lists, tuples, paths and NumPy values."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write JSON atomically: a temporary file in the same folder, then a rename."""
+    return write_bytes(json.dumps(jsonable(obj), indent=1, allow_nan=True).encode(), path)
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """Write text (UTF-8) atomically."""
+    return write_bytes(text.encode(), path)
+
+
+def clean_temp_files(folder: str | Path, older_than_s: float = 3600.0) -> int:
+    """Remove temporary files that killed writers left under ``folder``; returns how many.
+
+    Only files older than ``older_than_s`` go, so a writer at work in another process keeps its own.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    now, n = time.time(), 0
+    for p in folder.rglob(f"*{TMP_MARK}*"):
+        with contextlib.suppress(OSError):
+            if p.is_file() and now - p.stat().st_mtime > older_than_s:
+                p.unlink()
+                n += 1
+    return n
+
+
+# --------------------------------------------------------------------------- caches
+
+def cache_load(path: Path, load: Callable[[Path], Any]) -> Any | None:
+    """Read a cache entry, or None when it is missing. A corrupt or truncated entry is
+    removed with a one-line warning (and so rebuilt by the caller): a cache is only an
+    optimisation and never breaks a run."""
+    if not path.exists():
+        return None
+    try:
+        return load(path)
+    except Exception as e:  # numpy, zipfile and json raise many types for damaged files
+        warnings.warn(f"tlkit: removed unreadable cache entry {path.name} ({type(e).__name__}); "
+                      "it is rebuilt", RuntimeWarning, stacklevel=2)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+
+
+def cache_store(path: Path, write: Callable[[Path], None], suffix: str = "") -> bool:
+    """Write a cache entry atomically with ``write(tmp_path)``; a full or read-only disk
+    warns once and degrades to no cache (returns False) instead of failing the run."""
+    try:
+        with atomic_path(path, suffix) as tmp:
+            write(tmp)
+        return True
+    except OSError as e:
+        warnings.warn(f"tlkit: could not write cache entry {path} ({e.strerror or e}); "
+                      "running without the cache", RuntimeWarning, stacklevel=2)
+        return False
+
+
+# --------------------------------------------------------------------------- hardware
+
+def cpu_model() -> str:
+    """The CPU's model name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``avx512_bf16``, ``amx_bf16``...); empty where unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_bf16() -> bool:
+    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def accelerators() -> list[str]:
+    """The GPUs/TPUs the current Keras backend sees (empty on a CPU-only machine)."""
+    import keras
+
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices() if d.platform != "cpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_physical_devices("GPU")]
+    return []
+
+
+def hardware() -> dict:
+    """CPU model, cores, bf16 support, accelerators and platform: where a result came from."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "cpu_bf16": cpu_bf16(),
+            "gpus": accelerators(), "platform": platform.platform()}
+
+
+def cpu_load() -> float | None:
+    """The 1-minute load average over the core count (1.0: every core busy), if known."""
+    try:
+        return round(os.getloadavg()[0] / (os.cpu_count() or 1), 2)
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- logs
+
+NOISE = ("oneDNN custom operations are on", "All log messages before absl::InitializeLog",
+         "Unable to register cu", "computation placer already registered",
+         "This TensorFlow binary is optimized")
+
+
+def quiet() -> None:
+    """Silence TensorFlow's start-up and log lines for this process; oneDNN stays on.
+
+    Opt-in, for applications (the CLI and the notebooks' setup cell call it): importing
+    tlkit itself changes no environment variable, logger or umask. TensorFlow prints its
+    oneDNN notice from C++ before its log level applies, so TensorFlow is loaded here with
+    the process's stderr captured, and only lines that are not start-up notices go through.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    with contextlib.suppress(ImportError):
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as buf:
+        saved = os.dup(2)
+        os.dup2(buf.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.constant(1.0) + 1.0  # the second notice comes with the first op
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        buf.seek(0)
+        lines = buf.read().decode(errors="replace").splitlines()
+    for line in lines:
+        if line.strip() and not any(n in line for n in NOISE):
+            print(line, file=sys.stderr)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
