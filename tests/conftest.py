@@ -211,7 +211,7 @@ def fake_mnv2(tmp_path_factory):
 
 # --------------------------------------------------------------------------- one trained CLI run
 
-CLI_PREFIX = "cnn__synthetic__img32__bs32__ep1"
+CLI_PREFIX = "cnn__synthetic__img32__bs32__ep1__lr0.002__seed0__wrandom"
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -223,9 +223,10 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
 
 @pytest.fixture(scope="session")
 def cli_run(tmp_path_factory):
-    """One ``tlkit train`` run on synthetic data, shared by the CLI, serve and record tests."""
+    """One ``tlkit train`` run on synthetic data, shared by the CLI, serve and record tests:
+    (the run folder ``OUT/CLI_PREFIX`` holding ``CLI_PREFIX_model.keras``..., the process)."""
     out = tmp_path_factory.mktemp("cli-run")
     proc = run_cli("train", "--dataset", "synthetic", "--base", "cnn", "--epochs", "1",
                    "--batch-size", "32", "--img-size", "32", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+    return out / CLI_PREFIX, proc

@@ -2,28 +2,139 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLI_PREFIX, MNV2_035, run_cli
+from conftest import CLI_PREFIX, MNV2_035, image_files, run_cli, write_folder
+from tlkit import pipeline
 from tlkit.cli import main
+from tlkit.modelfile import read_meta
 
 SUFFIXES = ("_curves.png", "_cm.png", "_pred_grid.png", "_record.json", "_model.keras")
 
 
-def test_train_writes_five_files(cli_run):
+def test_train_writes_one_run_folder(cli_run):
+    """OUT/<prefix>/ holds the five files and nothing else; OUT holds only that folder."""
     out, proc = cli_run
+    assert out.name == CLI_PREFIX and [p.name for p in out.parent.iterdir()] == [CLI_PREFIX]
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(CLI_PREFIX + s for s in SUFFIXES)  # and no temporaries
     for s in SUFFIXES[:3]:
         with Image.open(out / (CLI_PREFIX + s)) as im:
             assert im.format == "PNG" and min(im.size) > 100
-    assert json.loads((out / f"{CLI_PREFIX}_record.json").read_text())["name"] == CLI_PREFIX
+    record = json.loads((out / f"{CLI_PREFIX}_record.json").read_text())
+    assert record["name"] == CLI_PREFIX and record["params"]["lr"] == 0.002
     assert (out / f"{CLI_PREFIX}_model.keras").stat().st_size > 100_000
+    meta = read_meta(out / f"{CLI_PREFIX}_model.keras")
+    assert meta["class_names"] == record["dataset"]["class_names"] and meta["run"] == CLI_PREFIX
     assert "test accuracy" in proc.stdout and "weights: random" in proc.stdout
-    assert "Traceback" not in proc.stderr
+    assert f"-> {out}/" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_existing_run_folder_is_refused_before_training(cli_run, capsys, monkeypatch):
+    out, _ = cli_run
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    monkeypatch.setattr(pipeline, "fit_dataset", _must_not_run("training"))
+    code = main(["train", "--dataset", "synthetic", "--base", "cnn", "--epochs", "1",
+                 "--batch-size", "32", "--img-size", "32", "--out", str(out.parent)])
+    lines = _error_lines(capsys.readouterr().err)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0] == (f"tlkit: error: {out} already holds a run: pass --overwrite to replace it, "
+                        "or change --out or the settings")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert [p.name for p in out.parent.iterdir()] == [CLI_PREFIX]
+
+
+def _must_not_run(what: str):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{what} started although the arguments are invalid")
+    return fail
+
+
+BAD_ARGS = [
+    (["--epochs", "0"], "--epochs must be at least 1, not 0"),
+    (["--epochs", "-2"], "--epochs must be at least 1, not -2"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+    (["--limit-per-class", "0"], "--limit-per-class must be at least 1, not 0"),
+    (["--img-size", "100000"], "--img-size must be between 32 and 1024 px for cnn, not 100000"),
+    (["--img-size", "8"], "--img-size must be between 32 and 1024 px for cnn, not 8"),
+    (["--lr", "0"], "--lr must be a positive number, not 0.0"),
+    (["--lr", "-0.1"], "--lr must be a positive number, not -0.1"),
+    (["--lr", "nan"], "--lr must be a positive number, not nan"),
+    (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1), not 1.0"),
+    (["--label-smoothing", "-0.1"], "--label-smoothing must be in [0, 1), not -0.1"),
+    (["--patience", "-1"], "--patience must be at least 0, not -1"),
+    (["--seed", "-1"], "--seed must be between 0 and 4294967295, not -1"),
+    (["--finetune-epochs", "2"], "--finetune-epochs applies only with --finetune"),
+    (["--base", "mobilenetv2", "--finetune", "--finetune-epochs", "-1"],
+     "--finetune-epochs must be at least 0, not -1"),
+    (["--base", "mobilenetv2", "--alpha", "0.3"],
+     "--alpha 0.3: mobilenetv2 takes alpha in 0.35, 0.5, 0.75, 1, 1.3, 1.4"),
+    (["--alpha", "0.5"], "--alpha 0.5: cnn takes no --alpha"),
+    (["--base", "cnn", "--weights", "imagenet"], "'cnn' is trained from scratch"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_ARGS, ids=[" ".join(a) for a, _ in BAD_ARGS])
+def test_bad_train_arguments_are_one_line_before_any_data(args, message, capsys, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.setattr(pipeline, "load_dataset", _must_not_run("loading data"))
+    out = tmp_path / "out"
+    code = main(["train", "--dataset", "synthetic", *args, "--out", str(out)])
+    lines = _error_lines(capsys.readouterr().err)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("tlkit: error: ") and message in lines[0], lines[0]
+    assert not out.exists()
+
+
+def _out_cases(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    cases = [(tmp_path / "afile", "afile is a file, not a folder; pass another --out"),
+             (tmp_path / "afile" / "sub", "afile is a file, not a folder; pass another --out")]
+    if Path("/proc/self").is_dir():  # unwritable even for root
+        cases += [(Path("/proc/self"), "is not writable"),
+                  (Path("/proc/tlkit-out"), "is not writable")]
+    return cases
+
+
+def test_unusable_out_is_one_line_before_any_data(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "load_dataset", _must_not_run("loading data"))
+    for out, message in _out_cases(tmp_path):
+        code = main(["train", "--dataset", "synthetic", "--epochs", "1", "--out", str(out)])
+        lines = _error_lines(capsys.readouterr().err)
+        assert code == 2 and len(lines) == 1, (out, lines)
+        assert lines[0].startswith(f"tlkit: error: --out {out}") and message in lines[0], lines[0]
+
+
+def test_two_classes_end_to_end(capsys, tmp_path):
+    """Cats against dogs: the most common transfer-learning task writes every file."""
+    data = write_folder(tmp_path / "pets", image_files({"cat": 14, "dog": 14}, size=32))
+    code = main(["train", "--dataset", str(data), "--base", "cnn", "--epochs", "1",
+                 "--img-size", "32", "--verbose", "0", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    prefix = "cnn__pets__img32__bs32__ep1__lr0.002__seed0__wrandom"
+    run = tmp_path / "out" / prefix
+    assert sorted(p.name for p in run.iterdir()) == sorted(prefix + s for s in SUFFIXES)
+    record = json.loads((run / f"{prefix}_record.json").read_text())
+    assert record["dataset"]["class_names"] == ["cat", "dog"]
+    assert np.array(record["evaluation"]["test"]["confusion_matrix"]).shape == (2, 2)
+    assert read_meta(run / f"{prefix}_model.keras")["class_names"] == ["cat", "dog"]
+
+
+def test_interrupt_exits_130_and_leaves_nothing(capsys, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "fit_dataset", interrupt)
+    out = tmp_path / "out"
+    code = main(["train", "--dataset", "synthetic", "--epochs", "1", "--limit-per-class", "4",
+                 "--out", str(out)])
+    assert code == 130 and capsys.readouterr().err.strip() == "tlkit: interrupted"
+    assert not out.exists()  # the temporary run folder and the folder made for it are gone
 
 
 def _error_lines(stderr: str) -> list[str]:

@@ -102,9 +102,10 @@ def test_bad_json_is_named(tmp_path):
 
 
 def test_run_prefix_and_label():
-    assert run_prefix("cnn", "synthetic", 32, 32, 1) == CLI_PREFIX
-    assert run_prefix("resnet50", "flowers", 224, 16, 5, finetune=True) == \
-        "resnet50__flowers__img224__bs16__ep5__ft"
+    assert run_prefix("cnn", "synthetic", 32, 32, 1, lr=0.002, seed=0, weights="random") == CLI_PREFIX
+    assert run_prefix("mobilenetv2", "flowers", 224, 16, 5, lr=5e-5, seed=3, weights="imagenet",
+                      alpha=0.35, limit_per_class=100, finetune_epochs=2) == \
+        "mobilenetv2__flowers__img224__bs16__ep5__lr5e-05__seed3__wimagenet__a0.35__lim100__ft2"
     rec = _record()
     assert records.label(rec).endswith(", tensorflow") and rec["created"][:10] in records.label(rec)
 

@@ -15,8 +15,8 @@ def _train(a: argparse.Namespace) -> None:
               alpha=a.alpha, data_dir=a.data_dir, weights_dir=a.weights_dir,
               limit_per_class=a.limit_per_class, seed=a.seed, out=a.out, lr=a.lr,
               augment=not a.no_augment, class_weight="balanced" if a.class_weights else None,
-              early_stopping=a.patience or None, label_smoothing=a.label_smoothing,
-              tensorboard=a.tensorboard, verbose=a.verbose)
+              early_stopping=a.patience, label_smoothing=a.label_smoothing,
+              tensorboard=a.tensorboard, overwrite=a.overwrite, verbose=a.verbose)
 
 
 def _info(a: argparse.Namespace) -> None:
@@ -66,13 +66,14 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one model and write curves, confusion matrix, "
-                                     "prediction grid, record and model")
+                                     "prediction grid, record and model into one folder")
     t.add_argument("--dataset", default="synthetic",
                    help="synthetic, cifar10, cifar100, flowers, or a path to an image folder/archive")
     t.add_argument("--base", default="cnn", help="model name from the registry (e.g. resnet50, cnn)")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--img-size", type=int, default=None, help="input size the model sees")
+    t.add_argument("--img-size", type=int, default=None,
+                   help="input size the model sees (default: the model's own; at most 1024)")
     t.add_argument("--finetune", action="store_true", help="second phase: unfreeze and fine-tune")
     t.add_argument("--finetune-epochs", type=int, default=None, help="default: --epochs")
     t.add_argument("--weights", default=None, help="imagenet, none, or a weights file")
@@ -88,7 +89,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs")
     t.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
-    t.add_argument("--out", default="runs/train")
+    t.add_argument("--out", default="runs/train", help="each run writes the folder OUT/<prefix>/")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     t.set_defaults(func=_train)
 
     i = sub.add_parser("info", help="backend, devices, versions, local data and weights")
@@ -139,8 +141,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    quiet()  # an application may quiet TensorFlow; importing tlkit does not
     try:
+        quiet()  # an application may quiet TensorFlow; importing tlkit does not
         args.func(args)
     except TlkitError as e:
         print(f"tlkit: error: {e}", file=sys.stderr)

@@ -1,33 +1,164 @@
-"""One call from data to record: load, build, train, evaluate, plot, save (``tlkit train``)."""
+"""One call from data to record: load, build, train, evaluate, plot, save (``tlkit train``).
+
+Everything that can be checked is checked before the first epoch: the arguments, the
+output folder (created and probe-written), the data, the run folder's name and the free
+disk space. A run's files are built in a temporary folder beside their destination and
+renamed into place as one folder, so a reader never sees a mixed set.
+"""
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import re
+import secrets
+import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from tlkit import TlkitError, __version__
 from tlkit.data import load_dataset
 from tlkit.evaluate import evaluate, predict_proba
-from tlkit.models import ModelError, build_classifier, get_spec, param_report
+from tlkit.modelfile import save_model
+from tlkit.models import ModelError, ModelSpec, build_classifier, get_spec, param_report, resolve_weights
 from tlkit.records import make_record, run_prefix, write_record
+from tlkit.system import TMP_MARK
 from tlkit.train import configure_precision, device_scope, fit_dataset, set_seed, two_phase
 from tlkit import plots
 
-
-def save_model(model, path: str | Path) -> Path:
-    """Save a Keras model atomically (a temporary ``.keras`` file, then a rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-    return path
+MAX_IMG_SIZE = 1024
+FILES_BYTES = 8 * 2**20  # record and three figures, generously
 
 
-def _train(clf, ds, finetune: bool, epochs: int, finetune_epochs: int | None, lr: float | None,
+class RunError(TlkitError):
+    """A ``tlkit train`` run cannot start, or its files cannot be written."""
+
+
+def _at_least(name: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise RunError(f"{name} must be at least {low}, not {value}")
+
+
+def check_args(spec: ModelSpec, *, epochs: int, batch_size: int, img_size: int, finetune: bool,
+               finetune_epochs: int | None, unfreeze_last: int, alpha: float | None,
+               limit_per_class: int | None, seed: int, lr: float | None, dropout: float,
+               label_smoothing: float, weight_decay: float, class_weight: str | None,
+               early_stopping: int | None) -> None:
+    """Refuse arguments that cannot make a sensible run, with one line naming the fix."""
+    _at_least("--epochs", epochs, 1)
+    _at_least("--batch-size", batch_size, 1)
+    _at_least("--limit-per-class", limit_per_class, 1)
+    _at_least("--finetune-epochs", finetune_epochs, 0)
+    _at_least("--patience", early_stopping, 0)
+    _at_least("unfreeze_last", unfreeze_last, 0)
+    if not spec.min_size <= img_size <= MAX_IMG_SIZE:
+        raise RunError(f"--img-size must be between {spec.min_size} and {MAX_IMG_SIZE} px for "
+                       f"{spec.name}, not {img_size}")
+    if finetune and not spec.pretrained:
+        raise ModelError(f"'{spec.name}' trains from scratch; --finetune applies to pretrained backbones")
+    if finetune_epochs is not None and not finetune:
+        raise RunError("--finetune-epochs applies only with --finetune")
+    if alpha is not None and alpha not in spec.alphas:
+        raise RunError(f"--alpha {alpha:g}: {spec.name} takes "
+                       + (f"alpha in {', '.join(f'{a:g}' for a in spec.alphas)}" if spec.alphas
+                          else "no --alpha"))
+    if not 0 <= seed < 2**32:
+        raise RunError(f"--seed must be between 0 and {2**32 - 1}, not {seed}")
+    if lr is not None and not (lr > 0 and math.isfinite(lr)):
+        raise RunError(f"--lr must be a positive number, not {lr}")
+    if not 0 <= label_smoothing < 1:
+        raise RunError(f"--label-smoothing must be in [0, 1), not {label_smoothing}")
+    if not 0 <= dropout < 1:
+        raise RunError(f"dropout must be in [0, 1), not {dropout}")
+    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+        raise RunError(f"weight_decay must be a non-negative number, not {weight_decay}")
+    if class_weight not in (None, "balanced"):
+        raise RunError(f"class_weight must be 'balanced' or None, not {class_weight!r}")
+
+
+def _slug(text: str, limit: int = 32) -> str:
+    """``text`` as a short, filesystem-safe name part."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-.")[:limit] or "x"
+
+
+def _weights_tag(source: str) -> str:
+    if source == "random":
+        return "random"
+    if source.startswith("imagenet:"):
+        return "imagenet"
+    return "file-" + _slug(Path(source.split(":", 1)[1]).name.split(".")[0], 20)
+
+
+def _prepare_out(out: Path) -> list[Path]:
+    """Create ``out`` and probe-write it; returns the folders created (to remove on failure)."""
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    first = next(p for p in (out, *out.parents) if p.exists())
+    if not first.is_dir():
+        raise RunError(f"--out {out}: {first} is a file, not a folder; pass another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".probe.{os.getpid()}.{secrets.token_hex(4)}{TMP_MARK}"
+        probe.write_bytes(b"tlkit")
+        probe.unlink()
+    except OSError as e:
+        _remove_empty(created)
+        raise RunError(f"--out {out} is not writable ({e.strerror or e}); pass another --out") from e
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for p in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            p.rmdir()
+
+
+def _check_space(out: Path, n_params: int) -> None:
+    """Refuse to train when the model (weights and optimizer state) and figures won't fit."""
+    need = 12 * n_params + FILES_BYTES
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise RunError(f"--out {out} has {free / 2**20:.0f} MB free; this run's files need about "
+                       f"{need / 2**20:.0f} MB: free some space or pass another --out")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: Path, dest: Path, overwrite: bool) -> None:
+    """Rename the finished run folder ``tmp`` onto ``dest``: readers see the old set, then
+    (an instant without one, with ``overwrite``) the new set, never a mix."""
+    for p in tmp.rglob("*"):
+        if p.is_file():
+            _fsync(p)
+    _fsync(tmp)
+    old = None
+    if dest.exists() or dest.is_symlink():
+        if not overwrite:  # another run with the same settings finished first: keep both
+            kept = dest.with_name(f"{dest.name}.{secrets.token_hex(3)}")
+            os.rename(tmp, kept)
+            raise RunError(f"{dest} appeared while this run trained; this run's files are in {kept}")
+        old = dest.with_name(f".{dest.name}.old.{secrets.token_hex(4)}{TMP_MARK}")
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    _fsync(dest.parent)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+
+
+def _train(clf, ds, finetune: bool, epochs: int, finetune_epochs: int | None, lr: float,
            unfreeze_last: int, kw: dict):
-    lr = lr or (5e-3 if clf.transfer else 2e-3)  # a frozen backbone's head learns fast
     if finetune:
-        return two_phase(clf, ds, head_epochs=epochs, finetune_epochs=finetune_epochs or epochs,
+        return two_phase(clf, ds, head_epochs=epochs,
+                         finetune_epochs=epochs if finetune_epochs is None else finetune_epochs,
                          lr=lr, unfreeze_last=unfreeze_last, **kw)
     return fit_dataset(clf, ds, epochs=epochs, lr=lr, **kw)
 
@@ -40,53 +171,113 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
               lr: float | None = None, augment: bool = True, dropout: float = 0.2,
               label_smoothing: float = 0.0, weight_decay: float = 1e-4,
               class_weight: str | None = None, early_stopping: int | None = 5,
-              tensorboard: bool = False, verbose: int | str = "auto", log=print) -> dict:
-    """Train one model end to end and write ``<prefix>_{curves,cm,pred_grid}.png``,
-    ``<prefix>_record.json`` and ``<prefix>_model.keras`` into ``out``. Returns the record."""
-    params = {k: v for k, v in locals().items() if k not in ("log", "out")}
+              tensorboard: bool = False, overwrite: bool = False, verbose: int | str = "auto",
+              log=print) -> dict:
+    """Train one model end to end and write the folder ``out/<prefix>/`` holding
+    ``<prefix>_record.json``, ``<prefix>_model.keras`` and ``<prefix>_{curves,cm,pred_grid}.png``
+    (see :func:`tlkit.records.run_prefix`). An existing run folder is refused unless
+    ``overwrite``. ``early_stopping`` 0 or None: off. Returns the record."""
+    params = {k: v for k, v in locals().items() if k not in ("log", "out", "overwrite")}
     spec = get_spec(base)
-    if finetune and not spec.pretrained:
-        raise ModelError(f"'{base}' trains from scratch; --finetune applies to pretrained backbones")
     size = img_size or spec.default_size
-    set_seed(seed)
-    precision = configure_precision()
-    ds = load_dataset(dataset, data_dir=data_dir, limit_per_class=limit_per_class, seed=seed,
-                      fallback_size=size)
-    log(ds.describe())
-    with device_scope():
-        clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, img_size=size,
-                               weights=weights, alpha=alpha, weights_dir=weights_dir,
-                               augment=augment, dropout=dropout)
-    log(f"weights: {clf.weights_source}\n{param_report(clf.model)}")
-    kw = dict(batch_size=batch_size, label_smoothing=label_smoothing, weight_decay=weight_decay,
-              class_weight=class_weight, early_stopping=early_stopping, verbose=verbose)
-    prefix = run_prefix(base, ds.name, size, batch_size, epochs, finetune)
+    check_args(spec, epochs=epochs, batch_size=batch_size, img_size=size, finetune=finetune,
+               finetune_epochs=finetune_epochs, unfreeze_last=unfreeze_last, alpha=alpha,
+               limit_per_class=limit_per_class, seed=seed, lr=lr, dropout=dropout,
+               label_smoothing=label_smoothing, weight_decay=weight_decay,
+               class_weight=class_weight, early_stopping=early_stopping)
+    if spec.alphas and alpha is None:
+        alpha = 1.0
+    _, source = resolve_weights(base, weights, alpha, size, weights_dir)
+    lr = lr or (5e-3 if source != "random" else 2e-3)  # a frozen backbone's head learns fast
     out = Path(out)
-    if tensorboard:
-        kw["tensorboard"] = out / f"{prefix}_logs"
-    with device_scope():
-        result = _train(clf, ds, finetune, epochs, finetune_epochs, lr, unfreeze_last, kw)
-    evaluation = evaluate(clf.model, ds, seed=seed)
-    proba = predict_proba(clf.model, ds.x_test)
-    title = f"{base} on {ds.name} at {size} px ({clf.weights_source.split(':')[0]} weights)"
-    out.mkdir(parents=True, exist_ok=True)
-    figs = [plots.learning_curves(result.history, f"Learning curves: {title}", out / f"{prefix}_curves.png"),
-            plots.confusion_matrix(evaluation["test"]["confusion_matrix"], ds.class_names,
-                                   f"Test confusion matrix: {title}", path=out / f"{prefix}_cm.png"),
-            plots.prediction_grid(ds.x_test, ds.y_test, proba, ds.class_names,
-                                  title=f"Test predictions: {base}", seed=seed,
-                                  path=out / f"{prefix}_pred_grid.png")]
-    for f in figs:
-        plt.close(f)
-    save_model(clf.model, out / f"{prefix}_model.keras")
-    params.update(img_size=size, precision=precision)
-    record = make_record(kind="train", name=prefix, params=params, dataset=ds.info(),
-                         model=clf.info(), metrics=evaluation["summary"], history=result.history,
-                         wall_seconds=round(result.wall_seconds, 2),
-                         images_per_second=round(result.images_per_second, 1), seed=seed,
-                         evaluation={k: v for k, v in evaluation.items() if k != "summary"})
-    write_record(record, out / f"{prefix}_record.json")
-    m = record["metrics"]
-    log(f"test accuracy {m['test_accuracy']:.3f} | val {m.get('val_accuracy', float('nan')):.3f} | "
-        f"train {m['train_accuracy']:.3f} | {result.wall_seconds:.0f} s training -> {out}/{prefix}_*")
+    created = _prepare_out(out)
+    tmp = None
+    try:
+        set_seed(seed)
+        precision = configure_precision()
+        ds = load_dataset(dataset, data_dir=data_dir, limit_per_class=limit_per_class, seed=seed,
+                          fallback_size=size)
+        prefix = run_prefix(spec.name, _slug(ds.name), size, batch_size, epochs, lr=lr, seed=seed,
+                            weights=_weights_tag(source), alpha=alpha if spec.alphas else None,
+                            limit_per_class=limit_per_class,
+                            finetune_epochs=(epochs if finetune_epochs is None else finetune_epochs)
+                            if finetune else None)
+        dest = out / prefix
+        if (dest.exists() or dest.is_symlink()) and not overwrite:
+            raise RunError(f"{dest} already holds a run: pass --overwrite to replace it, "
+                           "or change --out or the settings")
+        log(ds.describe())
+        with device_scope():
+            clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, img_size=size,
+                                   weights=weights, alpha=alpha, weights_dir=weights_dir,
+                                   augment=augment, dropout=dropout)
+        log(f"weights: {clf.weights_source}\n{param_report(clf.model)}")
+        _check_space(out, clf.model.count_params())
+        tmp = out / f".{prefix}.{os.getpid()}.{secrets.token_hex(4)}{TMP_MARK}"
+        tmp.mkdir()
+        kw = dict(batch_size=batch_size, label_smoothing=label_smoothing, weight_decay=weight_decay,
+                  class_weight=class_weight, early_stopping=early_stopping or None, verbose=verbose)
+        if tensorboard:
+            kw["tensorboard"] = tmp / "logs"
+        with device_scope():
+            result = _train(clf, ds, finetune, epochs, finetune_epochs, lr, unfreeze_last, kw)
+        evaluation = evaluate(clf.model, ds, seed=seed)
+        params.update(img_size=size, lr=lr, alpha=alpha, precision=precision)
+        record = make_record(kind="train", name=prefix, params=params, dataset=ds.info(),
+                             model=clf.info(), metrics=evaluation["summary"], history=result.history,
+                             wall_seconds=round(result.wall_seconds, 2),
+                             images_per_second=round(result.images_per_second, 1), seed=seed,
+                             evaluation={k: v for k, v in evaluation.items() if k != "summary"})
+        m = record["metrics"]
+        log(f"test accuracy {m['test_accuracy']:.3f} | val {m.get('val_accuracy', float('nan')):.3f} | "
+            f"train {m['train_accuracy']:.3f} | {result.wall_seconds:.0f} s training")
+        _write_files(tmp, dest, overwrite, prefix, record, clf, ds, result.history, evaluation, seed)
+    except BaseException:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
+    log(f"-> {dest}/")
     return record
+
+
+def _write_files(tmp: Path, dest: Path, overwrite: bool, prefix: str, record: dict, clf, ds,
+                 history: dict, evaluation: dict, seed: int) -> None:
+    """Write the record first, then the figures, then the model into ``tmp`` and publish it
+    as ``dest``. When a write fails, the files written so far are published and the error
+    names what is missing."""
+    title = f"{clf.base} on {ds.name} at {clf.img_size} px ({clf.weights_source.split(':')[0]} weights)"
+    steps = [
+        ("record", f"{prefix}_record.json", lambda p: write_record(record, p)),
+        ("learning curves", f"{prefix}_curves.png",
+         lambda p: plots.learning_curves(history, f"Learning curves: {title}", p)),
+        ("confusion matrix", f"{prefix}_cm.png",
+         lambda p: plots.confusion_matrix(evaluation["test"]["confusion_matrix"], ds.class_names,
+                                          f"Test confusion matrix: {title}", path=p)),
+        ("prediction grid", f"{prefix}_pred_grid.png",
+         lambda p: plots.prediction_grid(ds.x_test, ds.y_test, predict_proba(clf.model, ds.x_test),
+                                         ds.class_names, title=f"Test predictions: {clf.base}",
+                                         seed=seed, path=p)),
+        ("model", f"{prefix}_model.keras",
+         lambda p: save_model(clf.model, p, ds.class_names, run=prefix, base=clf.base,
+                              dataset=ds.name, img_size=clf.img_size,
+                              weights_source=clf.weights_source, tlkit_version=__version__)),
+    ]
+    for i, (what, name, write) in enumerate(steps):
+        path = tmp / name
+        try:
+            made = write(path)
+        except OSError as e:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # a figure cut short (the record and model clean up after themselves)
+            reason = e.strerror or str(e)
+            if i == 0:
+                raise RunError(f"could not write the record in {dest.parent} ({reason}); "
+                               "nothing was saved: free some space and rerun") from e
+            _publish(tmp, dest, overwrite)
+            missing = ", ".join(w for w, _, _ in steps[i:])
+            raise RunError(f"could not write the {what} ({reason}); the record and files written "
+                           f"before it are in {dest}, missing: {missing}") from e
+        if isinstance(made, plt.Figure):
+            plt.close(made)
+    _publish(tmp, dest, overwrite)

@@ -16,10 +16,22 @@ PACKAGES = ("tlkit", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "
             "scikit-learn", "matplotlib", "papermill")
 
 
-def run_prefix(base: str, dataset: str, img_size: int, batch_size: int, epochs: int,
-               finetune: bool = False) -> str:
-    """The file-name prefix of a CLI run: ``<base>__<dataset>__img<S>__bs<B>__ep<N>[__ft]``."""
-    return f"{base}__{dataset}__img{img_size}__bs{batch_size}__ep{epochs}" + ("__ft" if finetune else "")
+def run_prefix(base: str, dataset: str, img_size: int, batch_size: int, epochs: int, *,
+               lr: float, seed: int, weights: str, alpha: float | None = None,
+               limit_per_class: int | None = None, finetune_epochs: int | None = None) -> str:
+    """The name of a CLI run's folder and files, one per setting that changes the result:
+    ``<base>__<dataset>__img<S>__bs<B>__ep<N>__lr<LR>__seed<K>__w<weights>`` then
+    ``__a<alpha>``, ``__lim<L>`` and ``__ft<M>`` (fine-tuned M epochs) when set.
+    The caller passes filesystem-safe ``dataset`` and ``weights`` parts."""
+    parts = [base, dataset, f"img{img_size}", f"bs{batch_size}", f"ep{epochs}", f"lr{lr:g}",
+             f"seed{seed}", f"w{weights}"]
+    if alpha is not None:
+        parts.append(f"a{alpha:g}")
+    if limit_per_class is not None:
+        parts.append(f"lim{limit_per_class}")
+    if finetune_epochs is not None:
+        parts.append(f"ft{finetune_epochs}")
+    return "__".join(parts)
 
 
 def versions() -> dict[str, str]:
