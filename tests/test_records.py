@@ -11,7 +11,9 @@ import pytest
 import tlkit.records as records
 import tlkit.system as system
 from conftest import CLI_PREFIX
-from tlkit.records import load_records, make_record, read_records, run_prefix, write_record
+from tlkit import TlkitError
+from tlkit.records import (RecordError, load_records, make_record, read_records, run_prefix, save_run,
+                           to_frame, write_record)
 
 REQUIRED = ("params", "dataset", "model", "weights_source", "metrics", "history", "wall_seconds",
             "images_per_second", "hardware", "backend", "versions", "seed", "git_commit")
@@ -22,7 +24,7 @@ def _record(test_accuracy=0.8, name="run", **extra):
                        dataset={"name": "synthetic", "counts": {"train": [3, 3]}},
                        model={"base": "cnn", "weights_source": "random"},
                        metrics={"test_accuracy": test_accuracy, "val_accuracy": 0.7,
-                                "train_accuracy": np.float64(0.9)},
+                                "train_accuracy": np.float64(0.9), "train_loss": 0.3, "test_loss": 0.6},
                        history={"loss": [1.0, 0.5]}, wall_seconds=1.5, images_per_second=100.0,
                        seed=0, evaluation={"test": {"confusion_matrix": np.eye(2, dtype=int)}},
                        **extra)
@@ -80,14 +82,109 @@ def test_failed_write_keeps_old_record(tmp_path, monkeypatch):
 def test_load_records_dataframe(tmp_path):
     write_record(_record(0.5, name="r1"), tmp_path / "r1_record.json")
     write_record(_record(0.75, name="r2"), tmp_path / "deeper" / "r2_record.json")
-    (tmp_path / "other.json").write_text(json.dumps({"not": "a record"}))
     df = load_records(tmp_path)
     assert isinstance(df, pd.DataFrame) and len(df) == 2
     assert sorted(df["metrics.test_accuracy"]) == [0.5, 0.75]
     assert "params.epochs" in df and "model.base" in df and "path" in df
     assert "history" not in df and not any(c.startswith("evaluation") for c in df)
+    (tmp_path / "empty").mkdir()
     assert load_records(tmp_path / "empty").empty
-    assert len(read_records([tmp_path, tmp_path / "deeper"])) == 3  # r2 found twice
+    assert len(read_records([tmp_path, tmp_path / "deeper"])) == 2  # r2 once, not twice
+
+
+def test_jupyter_checkpoints_and_temp_files_are_not_records(tmp_path):
+    write_record(_record(0.5, name="r1"), tmp_path / "r1.json")
+    ckpt = tmp_path / ".ipynb_checkpoints"
+    ckpt.mkdir()
+    (ckpt / "r1-checkpoint.json").write_text((tmp_path / "r1.json").read_text())
+    (tmp_path / f".r1.json.1.ab{system.TMP_MARK}").write_text("{half a rec")
+    (tmp_path / "r1_model_labels.json").write_text('{"class_names": ["a", "b"]}')  # tlkit export's
+    assert [r["name"] for r in read_records(tmp_path)] == ["r1"]
+    assert len(load_records(tmp_path)) == 1
+    (tmp_path / "notes.json").write_text('{"class_names": ["a", "b"]}')
+    with pytest.raises(RecordError, match="notes.json .*not a valid tlkit run record"):
+        read_records(tmp_path)
+
+
+def test_missing_records_folder_is_an_error(tmp_path):
+    with pytest.raises(RecordError, match="records folder .*nowhere does not exist"):
+        load_records(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RecordError, match="is not a folder"):
+        read_records(tmp_path / "file")
+
+
+def test_unreadable_files_are_named(tmp_path):
+    write_record(_record(), tmp_path / "ok.json")
+    (tmp_path / "latin1.json").write_bytes(b'{"name": "caf\xe9"}')
+    with pytest.raises(RecordError, match="latin1.json is not UTF-8"):
+        load_records(tmp_path)
+    (tmp_path / "latin1.json").unlink()
+    (tmp_path / "x.json").mkdir()
+    with pytest.raises(RecordError, match="x.json is a folder"):
+        load_records(tmp_path)
+
+
+@pytest.mark.parametrize("content, problem", [
+    ({"not": "a record"}, "schema None"),
+    ([1, 2], "JSON object, not list"),
+    ("schema2", "schema 2 is not"),
+    ("kind", "kind 'frozn' is not one of"),
+    ("metrics", "metrics has no 'test_accuracy'"),
+    ("type", "'wall_seconds' is str, not int or float"),
+])
+def test_files_that_are_not_valid_records_are_named(tmp_path, content, problem):
+    """A records folder holds records only: anything else is loud, never a missing row."""
+    write_record(_record(), tmp_path / "good.json")
+    rec = _record()
+    if content == "schema2":
+        rec["schema"] = 2
+    elif content == "kind":
+        rec["kind"] = "frozn"
+    elif content == "metrics":
+        del rec["metrics"]["test_accuracy"]
+    elif content == "type":
+        rec["wall_seconds"] = "12 s"
+    else:
+        rec = content
+    (tmp_path / "bad.json").write_text(json.dumps(rec))
+    with pytest.raises(RecordError, match=f"bad.json .*{problem}"):
+        read_records(tmp_path)
+    assert issubclass(RecordError, TlkitError)
+
+
+def test_invalid_record_is_not_written(tmp_path):
+    rec = _record()
+    rec["kind"] = "fine-tune"
+    with pytest.raises(RecordError, match="refusing to write .*a.json.*kind 'fine-tune' is not one of"):
+        write_record(rec, tmp_path / "a.json")
+    rec = _record()
+    rec["metrics"]["test_accuracy"] = "high"
+    with pytest.raises(RecordError, match=r"metrics\['test_accuracy'\] is str, not a number"):
+        write_record(rec, tmp_path / "a.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_run_checks_the_kind(tmp_path):
+    class Data:  # what save_run reads of a tlkit.data.Dataset
+        def info(self):
+            return {"name": "synthetic", "class_names": ["a", "b"]}
+
+    ev = {"summary": {"train_accuracy": 1.0, "train_loss": 0.1, "test_accuracy": 0.5, "test_loss": 0.7},
+          "test": {"n": 2}}
+    kw = dict(name="01 x", params={}, dataset=Data(), model={"base": "cnn"}, evaluation=ev)
+    with pytest.raises(RecordError, match="kind 'scrach'"):
+        save_run(tmp_path / "01_x.json", kind="scrach", **kw)
+    assert not (tmp_path / "01_x.json").exists()
+    rec = save_run(tmp_path / "01_x.json", kind="scratch", **kw)
+    assert read_records(tmp_path)[0]["metrics"] == rec["metrics"]
+
+
+def test_to_frame_refuses_unknown_kinds():
+    recs = [_record(0.5, name="a"), {**_record(0.6, name="b"), "kind": "frozen"}]
+    assert list(to_frame(recs, kinds=["frozen"])["run"]) == ["b"]
+    with pytest.raises(RecordError, match="unknown record kind.*'froze'"):
+        to_frame(recs, kinds=["froze"])
 
 
 def test_nan_metrics_round_trip(tmp_path):
@@ -97,7 +194,7 @@ def test_nan_metrics_round_trip(tmp_path):
 
 def test_bad_json_is_named(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
-    with pytest.raises(ValueError, match="broken.json is not valid JSON"):
+    with pytest.raises(RecordError, match="broken.json is not valid JSON"):
         read_records(tmp_path)
 
 

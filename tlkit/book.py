@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from tlkit import TlkitError
-from tlkit.course import NOTEBOOKS
-from tlkit.records import read_records, to_frame
-from tlkit.system import write_json
+from tlkit.course import NOTEBOOKS, load_summary, notebook_id, record_notebook, require
+from tlkit.records import KINDS, check_kinds, read_records, to_frame
+from tlkit.system import write_json, write_text
 
 REFERENCE = Path("book") / "reference"
 GENERATED = Path("book") / "_generated"
@@ -38,6 +38,20 @@ def md_table(df, columns: dict[str, str], fmt: dict[str, str] | None = None) -> 
     return "\n".join(lines)
 
 
+def published(recs: list[dict], summary: dict | None) -> tuple[list[dict], list[str]]:
+    """The records a page may show, and the notebooks left out: a record of a notebook
+    whose latest run did not finish ok (failed, skipped, interrupted) is never shown."""
+    status = {notebook_id(e["notebook"]): e["status"] for e in (summary or {}).get("notebooks", [])}
+    bad = {nb: st for nb, st in status.items() if st != "ok"}
+    keep = [r for r in recs if record_notebook(r["path"]) not in bad]
+    return keep, [f"{nb} ({st})" for nb, st in sorted(bad.items())]
+
+
+def _of_kind(df, *kinds: str):
+    check_kinds(kinds)
+    return df[df["kind"].isin(kinds)]
+
+
 def run_label(summary: dict | None, recs: list[dict]) -> str:
     """Which run produced a set of results: profile, hardware, date, backend, weights, commit."""
     src = summary or (recs[0] if recs else {})
@@ -62,11 +76,14 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     """One run's results: its label, the key lesson in numbers, tables and plots."""
     from tlkit import plots
 
+    recs, left_out = published(recs, summary)
+    note = ([f"Records of notebooks that did not finish are left out: {', '.join(left_out)}.", ""]
+            if left_out else [])
     if not recs:
-        return f"## {title}\n\nNo run records found.\n"
+        return "\n".join([f"## {title}", "", *note, "No run records found.", ""])
     df = to_frame(recs)
-    out = [f"## {title}", "", run_label(summary, recs), ""]
-    frozen = df[df["kind"] == "frozen"].sort_values("img_size")
+    out = [f"## {title}", "", run_label(summary, recs), "", *note]
+    frozen = _of_kind(df, "frozen").sort_values("img_size")
     if len(frozen):
         small = frozen.iloc[0]
         best = frozen.loc[frozen["test_accuracy"].idxmax()]
@@ -82,8 +99,9 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
         out.append(_figure(fig, f"{key}_frozen_by_size", root,
                            "Line chart of frozen MobileNetV2 test accuracy against input size",
                            f"Notebook 2 ({key} run): the same frozen weights and head at each input size."))
-    main = df[df["kind"] != "ablation"].sort_values(["kind", "img_size", "run"], key=lambda c: c.map(
-        {"scratch": 0, "frozen": 1, "finetune": 2, "comparison": 3}) if c.name == "kind" else c)
+    main = _of_kind(df, *(k for k in KINDS if k != "ablation")).sort_values(
+        ["kind", "img_size", "run"], key=lambda c: c.map(
+            {"scratch": 0, "frozen": 1, "finetune": 2, "comparison": 3}) if c.name == "kind" else c)
     out += ["### All runs of notebooks 1–4", "",
             md_table(main, {"run": "run", "model": "model", "weights": "weights", "img_size": "input px",
                             "train_accuracy": "train acc", "val_accuracy": "val acc",
@@ -95,7 +113,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     out.append(_figure(fig, f"{key}_splits", root,
                        "Grouped bars of train, validation and test accuracy for every run",
                        f"Gaps at a glance ({key} run)."))
-    comp = df[df["kind"] == "comparison"]
+    comp = _of_kind(df, "comparison")
     if len(comp):
         out += ["### Nine-model comparison (notebook 4)", "",
                 "Rows marked *random (from scratch)* had no ImageNet weights available and are not "
@@ -112,7 +130,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
         out.append(_figure(fig, f"{key}_comparison", root,
                            "Scatter plot of test accuracy against parameters per backbone, by weights source",
                            f"Notebook 4 ({key} run): transfer and from-scratch rows are marked apart."))
-    abl = df[df["kind"] == "ablation"]
+    abl = _of_kind(df, "ablation")
     if len(abl):
         out += ["### Ablations (notebook 5)", "",
                 md_table(abl, {"run": "ablation", "train_accuracy": "train acc", "val_accuracy": "val acc",
@@ -128,11 +146,6 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     return "\n".join(out)
 
 
-def _load_summary(folder: Path) -> dict | None:
-    p = folder / "summary.json"
-    return json.loads(p.read_text()) if p.is_file() else None
-
-
 def write_results_page(root: Path, run: Path | None) -> Path:
     """book/results.md: the committed reference runs, then this build's run."""
     parts = ["# Results", "",
@@ -146,13 +159,11 @@ def write_results_page(root: Path, run: Path | None) -> Path:
         if folder.name == "bench":
             continue
         parts.append(results_section(f"Reference run: {folder.name} profile", read_records(ref),
-                                     _load_summary(folder), root, f"ref_{folder.name}"))
+                                     load_summary(folder), root, f"ref_{folder.name}"))
     if run is not None:
-        parts.append(results_section("This build's run", read_records(run / "records"), _load_summary(run),
+        parts.append(results_section("This build's run", read_records(run / "records"), load_summary(run),
                                      root, "this_run"))
-    page = root / "book" / "results.md"
-    page.write_text("\n".join(parts) + "\n")
-    return page
+    return write_text("\n".join(parts) + "\n", root / "book" / "results.md")
 
 
 def write_performance_page(root: Path, run: Path | None) -> Path:
@@ -165,42 +176,63 @@ def write_performance_page(root: Path, run: Path | None) -> Path:
     found = False
     for p in sorted((root / REFERENCE).glob("*/bench.json")) + (
             [run / "bench.json"] if run is not None and (run / "bench.json").is_file() else []):
-        parts.append(bench_markdown(json.loads(p.read_text()), root / GENERATED, "_generated",
-                                    title=f"{p.parent.name}"))
+        try:
+            bench = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise TlkitError(f"{p} is not a bench.json ({e}): rerun 'tlkit bench' or delete it") from e
+        parts.append(bench_markdown(bench, root / GENERATED, "_generated", title=f"{p.parent.name}"))
         found = True
     if not found:
         parts.append("No benchmark results yet: run `tlkit bench --suite cpu --data-dir ../shared/data "
                      "--weights-dir ../shared/weights --out book/reference/bench`.")
-    page = root / "book" / "performance.md"
-    page.write_text("\n".join(parts) + "\n")
-    return page
+    return write_text("\n".join(parts) + "\n", root / "book" / "performance.md")
 
 
 def save_reference(run: str | Path, root: str | Path = ".") -> Path:
     """Copy a course run's records and summary into book/reference/<profile>/ (to commit)."""
     run, root = Path(run), Path(root)
-    summary = _load_summary(run)
-    if summary is None:
-        raise TlkitError(f"{run} has no summary.json: give the --out folder of 'tlkit course run'")
+    summary = _finished_summary(run)
+    recs = read_records(run / "records")  # every file checked before anything is replaced
     dest = root / REFERENCE / summary["profile"]
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "records").mkdir(parents=True)
-    for p in (run / "records").glob("*.json"):
-        shutil.copy2(p, dest / "records" / p.name)
+    for r in recs:
+        p = Path(r["path"])
+        target = dest / "records" / p.relative_to(run / "records")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, target)
     write_json(summary, dest / "summary.json")
     return dest
+
+
+def _finished_summary(run: Path) -> dict:
+    """The summary of a course run in which every notebook ran and finished ok."""
+    summary = load_summary(run)
+    if summary is None:
+        raise TlkitError(f"{run} has no summary.json: give the --out folder of 'tlkit course run'")
+    status = {notebook_id(e["notebook"]): e["status"] for e in summary["notebooks"]}
+    bad = [f"{notebook_id(n)} ({status.get(notebook_id(n), 'not run')})" for n in NOTEBOOKS
+           if status.get(notebook_id(n)) != "ok"]
+    if bad:
+        raise TlkitError(f"notebooks of {run} did not all finish ok: {', '.join(bad)}; rerun them "
+                         f"with 'tlkit course run --profile {summary.get('profile')} --out {run} --resume'")
+    return summary
 
 
 def build_book(run: str | Path | None = "runs/smoke", root: str | Path = ".", log=print) -> Path:
     """Copy a run's executed notebooks into book/notebooks/, generate the results and
     performance pages, and build the HTML offline with warnings as errors."""
+    require("jupyter_book")
     root = Path(root).resolve()
     if not (root / "_config.yml").is_file():
         raise TlkitError(f"{root} has no _config.yml: pass --root (the repository root)")
-    run_dir = Path(run).resolve() if run else None
-    if run_dir is None or not all((run_dir / f"{n}.ipynb").is_file() for n in NOTEBOOKS):
-        raise TlkitError(f"no executed notebooks in {run_dir}: run 'tlkit course run --out {run}' first")
+    if not run:
+        raise TlkitError("no course run given: pass --run, the --out folder of 'tlkit course run'")
+    run_dir = Path(run).resolve()
+    _finished_summary(run_dir)
+    if not all((run_dir / f"{n}.ipynb").is_file() for n in NOTEBOOKS):
+        raise TlkitError(f"executed notebooks missing in {run_dir}: run 'tlkit course run --out {run}'")
     dest = root / "book" / "notebooks"
     if dest.exists():
         shutil.rmtree(dest)

@@ -29,7 +29,7 @@ def _course(a: argparse.Namespace) -> None:
     from tlkit.course import run_course
 
     summary = run_course(a.profile, data_dir=a.data_dir, weights_dir=a.weights_dir, out=a.out,
-                         notebooks=a.notebooks, only=a.only)
+                         notebooks=a.notebooks, only=a.only, resume=a.resume)
     if summary["failed"]:
         raise SystemExit(1)
 
@@ -107,6 +107,8 @@ def parser() -> argparse.ArgumentParser:
     cr.add_argument("--out", default=None, help="default: runs/<profile>")
     cr.add_argument("--notebooks", default=None, help="folder of the source notebooks")
     cr.add_argument("--only", nargs="*", default=None, help="notebook numbers, e.g. 01 02")
+    cr.add_argument("--resume", action="store_true",
+                    help="keep the notebooks already ok in --out (after an interrupted run)")
     cr.set_defaults(func=_course)
 
     b = sub.add_parser("book", help="build the Jupyter Book")

@@ -3,17 +3,26 @@
 Each notebook's ``parameters`` cell holds the real (``gpu``) course settings. A profile
 (``smoke`` or ``cpu``) replaces those a user has not changed, so one notebook serves a
 GPU server, a laptop and CI. ``run_course`` executes the notebooks in order.
+
+Notebook ``NN`` names its records ``records/NN_*.json``. In a course run folder,
+``records/`` only holds records of notebooks whose latest run finished: the runner moves
+what a failed notebook wrote to ``failed/<notebook>/``, and a notebook's earlier records
+to ``previous/<notebook>/`` when it runs again (or is skipped).
 """
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 from tlkit import TlkitError
 from tlkit.records import environment
-from tlkit.system import write_json
+from tlkit.system import write_json, write_text
 
 NOTEBOOKS = ["01_cnn_from_scratch", "02_frozen_mobilenetv2", "03_fine_tuning",
              "04_model_comparison", "05_overfitting_gaps"]
@@ -66,6 +75,21 @@ def notebook_id(name: str) -> str:
     return name[:2]
 
 
+def record_notebook(path: str | Path) -> str | None:
+    """The notebook id (``"02"``) a record file belongs to by its name, or None."""
+    name = Path(path).name
+    return name[:2] if name[2:3] == "_" and name[:2] in DEPENDS else None
+
+
+def require(module: str) -> ModuleType:
+    """Import an optional dependency of the course and book, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise TlkitError(f"{module} is needed here and cannot be imported ({e}): "
+                         "pip install 'tlkit[course]'") from e
+
+
 def resolve(nb: str, namespace: dict) -> dict:
     """Apply the profile to a notebook's parameters, in ``namespace`` (its globals).
 
@@ -113,21 +137,79 @@ def _failure(exc: Exception) -> dict:
                      f"{getattr(exc, 'evalue', str(exc))}"[:500]}
 
 
+def load_summary(folder: str | Path) -> dict | None:
+    """A course run's ``summary.json``, or None when there is none."""
+    p = Path(folder) / "summary.json"
+    if not p.is_file():
+        return None
+    try:
+        summary = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TlkitError(f"{p} is not a course summary ({e}): delete it (the next course run "
+                         "writes a new one)") from e
+    if not isinstance(summary, dict) or not isinstance(summary.get("notebooks"), list):
+        raise TlkitError(f"{p} is not a course summary (no 'notebooks' list): delete it")
+    return summary
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _files(folder: Path) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()}
+
+
+def _move(files: list[Path], root: Path, dest: Path) -> None:
+    """Move ``files`` (under ``root``) into ``dest``, which they replace."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    for f in files:
+        target = dest / f.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, target)
+
+
+def _summary(profile: str, out: Path, latest: dict[str, dict], params: dict, env: dict) -> dict:
+    entries = [latest[notebook_id(n)] for n in NOTEBOOKS if notebook_id(n) in latest]
+    return {"profile": profile, "out": str(out),
+            "seconds": round(sum(e.get("seconds", 0.0) for e in entries), 1), "notebooks": entries,
+            "failed": [notebook_id(e["notebook"]) for e in entries if e["status"] != "ok"],
+            "created": _now(), "data_dir": params.get("data_dir"),
+            "weights_dir": params.get("weights_dir"), **env}
+
+
+def _write_summary(summary: dict, out: Path) -> None:
+    write_json(summary, out / "summary.json")
+    write_text(summary_markdown(summary), out / "summary.md")
+
+
 def run_course(profile: str = "smoke", *, data_dir: str | None = None, weights_dir: str | None = None,
                out: str | Path | None = None, notebooks: str | Path | None = None,
-               only: list[str] | None = None, log=print) -> dict:
+               only: list[str] | None = None, resume: bool = False, log=print) -> dict:
     """Execute the notebooks in order with papermill; a failure skips its dependants.
 
     Writes the executed notebooks, ``records/``, ``figures/``, ``summary.json`` and
-    ``summary.md`` into ``out`` (default ``runs/<profile>``). Returns the summary.
+    ``summary.md`` into ``out`` (default ``runs/<profile>``); the summary is rewritten after
+    each notebook and keeps the latest status of every notebook, also those that ``only``
+    leaves out. ``resume`` keeps the notebooks already ok in ``out``. Returns the summary.
     """
-    import papermill as pm
-
+    pm = require("papermill")
     if profile not in PROFILES:
         raise TlkitError(f"unknown profile '{profile}': choose one of {', '.join(PROFILES)}")
+    ids = [notebook_id(n) for n in NOTEBOOKS]
+    unknown = sorted(set(only or []) - set(ids))
+    if unknown:
+        raise TlkitError(f"unknown notebook(s) {', '.join(unknown)} for --only: choose from {', '.join(ids)}")
     src = source_notebooks(notebooks)
     out = Path(out or Path("runs") / profile).resolve()
-    output_dirs(out)
+    records_dir, _ = output_dirs(out)
+    previous = load_summary(out)
+    if previous and previous.get("profile") != profile and (only or resume):
+        raise TlkitError(f"{out} holds a '{previous.get('profile')}' profile run: pass --profile "
+                         f"{previous.get('profile')}, or another --out for the '{profile}' profile")
+    latest = {notebook_id(r["notebook"]): r for r in previous["notebooks"]} if (
+        previous and previous.get("profile") == profile) else {}
     params = {"profile": profile, "out_dir": str(out)}
     if data_dir:
         params["data_dir"] = str(Path(data_dir).resolve())
@@ -138,40 +220,67 @@ def run_course(profile: str = "smoke", *, data_dir: str | None = None, weights_d
     # executed notebooks (and so from the book): the kernel must use its inline backend.
     if os.environ.pop("MPLBACKEND", None):
         log("note: MPLBACKEND is ignored for the notebooks (they need the inline backend)")
-    results: dict[str, dict] = {}
+    env = environment()
     start_all = time.perf_counter()
     for i, name in enumerate(selected, 1):
         nb = notebook_id(name)
-        blocked = [d for d in DEPENDS[nb] if results.get(d, {}).get("status") not in (None, "ok")]
         prefix = f"[{i}/{len(selected)}] {name}"
+        if resume and latest.get(nb, {}).get("status") == "ok" and (out / f"{name}.ipynb").is_file():
+            log(f"{prefix}: ok in an earlier run, kept (--resume)", flush=True)
+            continue
+        earlier = sorted(p for p in records_dir.glob(f"{nb}_*") if p.is_file())
+        if earlier:  # this run replaces them; kept aside until it succeeds
+            _move(earlier, records_dir, out / "previous" / name)
+        blocked = [d for d in DEPENDS[nb] if latest.get(d, {}).get("status") not in (None, "ok")]
         if blocked:
-            results[nb] = {"notebook": name, "status": "skipped", "seconds": 0.0,
-                           "reason": f"depends on failed notebook(s) {', '.join(blocked)}"}
-            log(f"{prefix}: skipped ({results[nb]['reason']})", flush=True)
+            latest[nb] = {"notebook": name, "status": "skipped", "seconds": 0.0, "finished": _now(),
+                          "reason": "depends on notebook(s) not ok: "
+                                    + ", ".join(f"{d} ({latest[d]['status']})" for d in blocked)}
+            _write_summary(_summary(profile, out, latest, params, env), out)
+            log(f"{prefix}: skipped ({latest[nb]['reason']})", flush=True)
             continue
         log(f"{prefix}: running ...", flush=True)
+        latest[nb] = {"notebook": name, "status": "running", "seconds": 0.0, "started": _now()}
+        _write_summary(_summary(profile, out, latest, params, env), out)
+        before = _files(records_dir)
         start = time.perf_counter()
+        interrupted = False
         try:
             pm.execute_notebook(str(src / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
                                 parameters=params, kernel_name="python3", cwd=str(out),
                                 progress_bar=sys.stdout.isatty(), log_output=False)
-            results[nb] = {"notebook": name, "status": "ok"}
+            r = {"notebook": name, "status": "ok"}
+        except KeyboardInterrupt:
+            interrupted = True
+            r = {"notebook": name, "status": "interrupted"}
         except Exception as e:  # papermill raises its own and nbclient errors; each is reported
-            results[nb] = {"notebook": name, "status": "failed", **_failure(e)}
-        results[nb]["seconds"] = round(time.perf_counter() - start, 1)
-        r = results[nb]
-        detail = "ok" if r["status"] == "ok" else f"FAILED in cell {r.get('cell')}: {r.get('error')}"
+            r = {"notebook": name, "status": "failed", **_failure(e)}
+        r.update(seconds=round(time.perf_counter() - start, 1), finished=_now())
+        written = sorted(p for p, stat in _files(records_dir).items() if before.get(p) != stat)
+        if r["status"] == "ok":
+            for aside in (out / "previous" / name, out / "failed" / name):
+                if aside.exists():
+                    shutil.rmtree(aside)
+            stray = [p.name for p in written if record_notebook(p) != nb]
+            if stray:
+                log(f"note: {name} wrote records not named {nb}_*.json ({', '.join(stray)}): "
+                    "the runner cannot tell which notebook they belong to", flush=True)
+        else:
+            _move(written, records_dir, out / "failed" / name)
+            if written:
+                r["records"] = str((out / "failed" / name).relative_to(out))
+        latest[nb] = r
+        _write_summary(_summary(profile, out, latest, params, env), out)
+        detail = {"ok": "ok", "interrupted": "interrupted"}.get(
+            r["status"], f"FAILED in cell {r.get('cell')}: {r.get('error')}")
         log(f"{prefix}: {detail} ({r['seconds']:.0f} s)", flush=True)
-    env = environment()
-    summary = {"profile": profile, "out": str(out), "seconds": round(time.perf_counter() - start_all, 1),
-               "notebooks": list(results.values()), "failed": [k for k, v in results.items()
-                                                               if v["status"] != "ok"],
-               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data_dir": params.get("data_dir"),
-               "weights_dir": params.get("weights_dir"), **env}
-    write_json(summary, out / "summary.json")
-    (out / "summary.md").write_text(summary_markdown(summary))
-    log(f"course ({profile}): {len(results) - len(summary['failed'])}/{len(results)} notebooks ok "
-        f"in {summary['seconds']:.0f} s -> {out}", flush=True)
+        if interrupted:
+            raise KeyboardInterrupt
+    summary = _summary(profile, out, latest, params, env)
+    _write_summary(summary, out)
+    n = len(summary["notebooks"])
+    log(f"course ({profile}): {n - len(summary['failed'])}/{n} notebooks ok "
+        f"(this run {time.perf_counter() - start_all:.0f} s) -> {out}", flush=True)
     return summary
 
 
@@ -183,6 +292,6 @@ def summary_markdown(summary: dict) -> str:
              "", "| notebook | status | seconds | failing cell |", "|---|---|---|---|"]
     for r in summary["notebooks"]:
         cell = f"cell {r.get('cell')}: {r.get('error')}" if r["status"] == "failed" else r.get("reason", "")
-        lines.append(f"| {r['notebook']} | {r['status']} | {r['seconds']} | {cell} |")
+        lines.append(f"| {r['notebook']} | {r['status']} | {r.get('seconds', 0.0)} | {cell} |")
     lines.append(f"| total | | {summary['seconds']} | |")
     return "\n".join(lines) + "\n"

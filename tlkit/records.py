@@ -1,4 +1,10 @@
-"""Run records: one JSON file per run, written atomically, read back as a DataFrame."""
+"""Run records: one JSON file per run, written atomically, read back as a DataFrame.
+
+A record is the contract between whoever trains (``tlkit train``, the notebooks) and
+whoever reports (the book, comparisons): :data:`FIELDS` with their types, a ``kind`` from
+:data:`KINDS`, schema version :data:`SCHEMA`. It is checked when written and when read,
+and a file that breaks it is an error naming the file, never a silently missing row.
+"""
 from __future__ import annotations
 
 import datetime as _dt
@@ -9,11 +15,80 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterable
 
+from tlkit import TlkitError
 from tlkit.system import hardware, jsonable, write_json
 
 SCHEMA = 1
+# What produced a record: ``tlkit train`` (train) and the course notebooks (the others).
+KINDS = ("train", "scratch", "frozen", "finetune", "comparison", "ablation")
+_NUMBER = (int, float)
+# Every record's top-level fields and their JSON types; other fields may follow.
+FIELDS: dict[str, type | tuple[type, ...]] = {
+    "schema": int, "kind": str, "name": str, "created": str, "params": dict, "dataset": dict,
+    "model": dict, "weights_source": str, "metrics": dict, "history": dict,
+    "wall_seconds": _NUMBER, "images_per_second": _NUMBER, "seed": (int, type(None)),
+    "hardware": dict, "backend": str, "versions": dict, "git_commit": (str, type(None))}
+OPTIONAL = {"evaluation": dict, "precision": str}
+METRICS = ("train_accuracy", "train_loss", "test_accuracy", "test_loss")  # every record has these
+# JSON files tlkit writes beside records that are not records: the labels of an exported model.
+NOT_RECORDS = ("_labels.json",)
 PACKAGES = ("tlkit", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy",
             "scikit-learn", "matplotlib", "papermill")
+
+
+class RecordError(TlkitError):
+    """A run record (or a file where records are read) breaks the record schema."""
+
+
+def _type_names(t: type | tuple[type, ...]) -> str:
+    return " or ".join(x.__name__.replace("NoneType", "null") for x in (t if isinstance(t, tuple) else (t,)))
+
+
+def _is(value, t: type | tuple[type, ...]) -> bool:
+    return isinstance(value, t) and not isinstance(value, bool)  # no field is a boolean
+
+
+def record_problems(record) -> list[str]:
+    """What makes ``record`` an invalid run record (empty list: valid)."""
+    if not isinstance(record, dict):
+        return [f"a record is a JSON object, not {type(record).__name__}"]
+    if record.get("schema") != SCHEMA:
+        return [f"schema {record.get('schema')!r} is not this tlkit's record schema {SCHEMA}"]
+    problems = []
+    for fields, required in ((FIELDS, True), (OPTIONAL, False)):
+        for k, t in fields.items():
+            if k not in record:
+                if required:
+                    problems.append(f"no '{k}' field")
+            elif not _is(record[k], t):
+                problems.append(f"'{k}' is {type(record[k]).__name__}, not {_type_names(t)}")
+    if problems:
+        return problems
+    if record["kind"] not in KINDS:
+        problems.append(f"kind '{record['kind']}' is not one of {', '.join(KINDS)}")
+    if not record["name"]:
+        problems.append("'name' is empty")
+    problems += [f"metrics has no '{k}'" for k in METRICS if k not in record["metrics"]]
+    problems += [f"metrics['{k}'] is {type(v).__name__}, not a number"
+                 for k, v in record["metrics"].items() if not _is(v, _NUMBER)]
+    problems += [f"{part} has no '{key}' string" for part, key in (("dataset", "name"), ("model", "base"))
+                 if not _is(record[part].get(key), str)]
+    return problems
+
+
+def check_record(record, where: str | Path) -> None:
+    """Raise :class:`RecordError` naming ``where`` if ``record`` is not a valid run record."""
+    problems = record_problems(record)
+    if problems:
+        raise RecordError(f"{where}: not a valid tlkit run record (schema {SCHEMA}): " + "; ".join(problems))
+
+
+def check_kinds(kinds: Iterable[str]) -> None:
+    """Raise :class:`RecordError` for a kind that no record can have (a typo)."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise RecordError(f"unknown record kind(s) {', '.join(map(repr, unknown))}: "
+                          f"choose from {', '.join(KINDS)}")
 
 
 def run_prefix(base: str, dataset: str, img_size: int, batch_size: int, epochs: int, *,
@@ -86,24 +161,58 @@ def make_record(*, kind: str, name: str, params: dict, dataset: dict, model: dic
 
 
 def write_record(record: dict, path: str | Path) -> Path:
-    """Write a run record atomically."""
+    """Check a run record against the schema, then write it atomically."""
+    record = jsonable(record)
+    check_record(record, f"refusing to write {path}")
     return write_json(record, path)
 
 
+def record_files(folder: str | Path) -> list[Path]:
+    """The ``*.json`` files under ``folder``, leaving out hidden folders and files
+    (Jupyter's ``.ipynb_checkpoints`` copies, temporary files of atomic writes) and
+    the :data:`NOT_RECORDS` side files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise RecordError(f"records folder {folder} {what}: pass the folder that holds the run records")
+    return sorted(p for p in folder.rglob("*.json") if not p.name.endswith(NOT_RECORDS)
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def read_record(path: str | Path) -> dict:
+    """One run record file, checked against the schema, with its ``path`` added."""
+    p = Path(path)
+    if p.is_dir():
+        raise RecordError(f"{p} is a folder, not a record file: rename it (records folders hold only "
+                          "run records)")
+    try:
+        rec = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecordError(f"{p} is not UTF-8 text ({e.reason} at byte {e.start}): delete it or move it "
+                          "out of the records folder") from e
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{p} is not valid JSON ({e}); delete or rewrite it") from e
+    except OSError as e:
+        raise RecordError(f"{p} cannot be read: {e.strerror}") from e
+    check_record(rec, f"{p} (records folders hold only run records: move it out)")
+    rec["path"] = str(p)
+    return rec
+
+
 def read_records(folders: str | Path | Iterable[str | Path]) -> list[dict]:
-    """Every ``*.json`` run record under the given folder(s), with its path."""
+    """Every run record under the given folder(s), each once, with its path.
+
+    A missing folder, or a ``*.json`` file there that is not a valid record, is a
+    :class:`RecordError` naming it."""
     if isinstance(folders, (str, Path)):
         folders = [folders]
+    seen: set[Path] = set()
     out = []
     for folder in folders:
-        for p in sorted(Path(folder).rglob("*.json")):
-            try:
-                rec = json.loads(p.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p} is not valid JSON ({e}); delete or rewrite it") from e
-            if isinstance(rec, dict) and rec.get("schema") == SCHEMA and "metrics" in rec:
-                rec["path"] = str(p)
-                out.append(rec)
+        for p in record_files(folder):
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                out.append(read_record(p))
     return out
 
 
@@ -166,6 +275,8 @@ def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
     ``kind``, ``model``, ``weights``, ``img_size``, sizes, speeds and every metric."""
     import pandas as pd
 
+    if kinds:
+        check_kinds(kinds)
     rows = []
     for r in recs:
         if kinds and r.get("kind") not in kinds:

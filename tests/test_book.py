@@ -1,0 +1,178 @@
+"""tlkit.book: the generated results and performance pages, parsed; reference runs; the
+build's checks before any work."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tlkit import TlkitError
+from tlkit.book import build_book, save_reference, write_performance_page, write_results_page
+from tlkit.cli import main
+from tlkit.course import NOTEBOOKS
+from tlkit.records import make_record, write_record
+
+RUNS = [  # file, kind, name, img_size, (train, val, test) accuracy
+    ("01_cnn_scratch.json", "scratch", "01 CNN from scratch", 32, (0.91, 0.62, 0.611)),
+    ("02_frozen_img32.json", "frozen", "02 frozen MobileNetV2, 32 px", 32, (0.72, 0.55, 0.543)),
+    ("02_frozen_img96.json", "frozen", "02 frozen MobileNetV2, 96 px", 96, (0.88, 0.80, 0.812)),
+    ("03_head_only.json", "finetune", "03 phase 1: head only", 96, (0.99, 0.90, 0.905)),
+    ("04_resnet50.json", "comparison", "04 resnet50", 96, (0.85, 0.70, 0.702)),
+    ("05_ablation_dropout_0.5.json", "ablation", "dropout = 0.5", 96, (0.80, 0.74, 0.735)),
+]
+
+
+def _write_run(folder: Path, statuses: dict[str, str]) -> Path:
+    """A course run folder: the records of RUNS and a summary with these statuses."""
+    for file, kind, name, size, (tr, va, te) in RUNS:
+        rec = make_record(kind=kind, name=name, params={"profile": "cpu", "img_size": size},
+                          dataset={"name": "cifar10", "class_names": ["a", "b"],
+                                   "counts": {"train": [600, 400], "test": [50, 50]}},
+                          model={"base": "mobilenetv2" if kind != "scratch" else "cnn", "img_size": size,
+                                 "backbone_params": 2_257_984, "weights_source": "imagenet:file"},
+                          metrics={"train_accuracy": tr, "val_accuracy": va, "test_accuracy": te,
+                                   "train_loss": 0.2, "val_loss": 0.5, "test_loss": 0.6,
+                                   "gap_train_test_accuracy": tr - te, "gap_train_val_accuracy": tr - va},
+                          wall_seconds=12.0, images_per_second=345.0, seed=0)
+        write_record(rec, folder / "records" / file)
+    notebooks = [{"notebook": n, "status": statuses.get(n[:2], "ok"), "seconds": 10.0 * i}
+                 for i, n in enumerate(NOTEBOOKS, 1)]
+    summary = {"profile": "cpu", "seconds": 150.0, "notebooks": notebooks,
+               "failed": [n["notebook"][:2] for n in notebooks if n["status"] != "ok"],
+               "created": "2026-01-02T03:04:05+0000", "hardware": {"cpu": "Test CPU", "cores": 2, "gpus": []},
+               "backend": "tensorflow", "git_commit": "0123456789abcdef"}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def _tables(md: str) -> dict[str, list[dict[str, str]]]:
+    """Each markdown table under its nearest heading: a list of {header: cell} rows."""
+    out, heading, rows, header = {}, None, None, None
+    for line in md.splitlines() + [""]:
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if header is None:
+                header, rows = cells, []
+            elif not set("".join(cells)) <= set("-"):
+                rows.append(dict(zip(header, cells)))
+            continue
+        if header is not None:
+            out[heading] = rows
+            header = None
+    return out
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    (tmp_path / "book").mkdir()
+    return tmp_path
+
+
+def test_results_page_numbers(root):
+    run = _write_run(root / "run", {})
+    page = write_results_page(root, run).read_text()
+    section = page.split("## This build's run", 1)[1]
+    assert "**54.3%** test accuracy at 32 px against **81.2%** at 96 px" in section
+    assert "(1,000 training and 100 test images)" in section
+    tables = _tables(section)
+    runs = {r["run"]: r for r in tables["All runs of notebooks 1–4"]}
+    assert set(runs) == {n for _, k, n, _, _ in RUNS if k != "ablation"}
+    for _, kind, name, size, (tr, va, te) in RUNS:
+        if kind != "ablation":
+            row = runs[name]
+            assert (row["train acc"], row["val acc"], row["test acc"]) == (f"{tr:.3f}", f"{va:.3f}", f"{te:.3f}")
+            assert row["input px"] == str(size) and row["train−test gap"] == f"{tr - te:+.3f}"
+    assert [r["model"] for r in tables["Nine-model comparison (notebook 4)"]] == ["mobilenetv2"]
+    assert tables["Nine-model comparison (notebook 4)"][0]["parameters"] == "2,257,984"
+    assert tables["Ablations (notebook 5)"] == [{"ablation": "dropout = 0.5", "train acc": "0.800",
+                                                 "val acc": "0.740", "test acc": "0.735",
+                                                 "train−val gap": "+0.060"}]
+    walls = tables["Wall time per notebook"]
+    assert [(r["notebook"], r["status"], r["seconds"]) for r in walls][:2] == [
+        ("01_cnn_from_scratch", "ok", "10"), ("02_frozen_mobilenetv2", "ok", "20")]
+    assert (root / "book" / "_generated" / "this_run_splits.png").stat().st_size > 1000
+
+
+def test_results_page_never_shows_a_failed_notebook(root):
+    """Records still named after a notebook whose latest run failed (or was skipped) stay out."""
+    run = _write_run(root / "run", {"02": "failed", "03": "skipped"})
+    section = write_results_page(root, run).read_text().split("## This build's run", 1)[1]
+    assert "Records of notebooks that did not finish are left out: 02 (failed), 03 (skipped)." in section
+    assert "Frozen MobileNetV2" not in section  # no key sentence or chart from notebook 2
+    runs = [r["run"] for r in _tables(section)["All runs of notebooks 1–4"]]
+    assert runs == ["01 CNN from scratch", "04 resnet50"]
+    assert "03 phase 1" not in section and "81.2%" not in section
+
+
+def test_results_page_reference_runs_and_bad_records(root):
+    _write_run(root / "book" / "reference" / "cpu", {"05": "failed"})
+    page = write_results_page(root, None).read_text()
+    assert "## Reference run: cpu profile" in page and "This build's run" not in page
+    assert "Ablations" not in page and "left out: 05 (failed)" in page
+    (root / "book" / "reference" / "cpu" / "records" / "02_frozen_img32.json").write_text('{"schema": 1}')
+    with pytest.raises(TlkitError, match="02_frozen_img32.json .*not a valid tlkit run record"):
+        write_results_page(root, None)
+
+
+def _bench(total: float) -> dict:
+    return {"suite": "cpu", "created": "2026-01-02T00:00:00+00:00", "backend": "tensorflow",
+            "precision": "float32", "git_commit": "abcdef0123456789",
+            "hardware": {"cpu": "Test CPU", "cores": 2, "gpus": []},
+            "smoke_course_seconds": {"total": total, "status": "ok"},
+            "cpu_kernels": {"onednn_on_cnn_train_images_per_second": 123.4}}
+
+
+def test_performance_page(root):
+    assert "No benchmark results yet" in write_performance_page(root, None).read_text()
+    ref = root / "book" / "reference" / "bench"
+    ref.mkdir(parents=True)
+    (ref / "bench.json").write_text(json.dumps(_bench(201.5)))
+    run = root / "run"
+    run.mkdir()
+    (run / "bench.json").write_text(json.dumps(_bench(99.0)))
+    page = write_performance_page(root, run).read_text()
+    assert "No benchmark results yet" not in page
+    assert re.findall(r"^## (\w+): `cpu` suite", page, re.M) == ["bench", "run"]
+    measured = [r["measured"] for rows in [_tables(page)[h] for h in _tables(page)] for r in rows]
+    assert measured == ["201.5 s (ok)", "99.0 s (ok)"]
+    assert "onednn on: 123.4" in page and "**Machine:** Test CPU (2 cores)" in page
+    (ref / "bench.json").write_text("{cut")
+    with pytest.raises(TlkitError, match="bench.json is not a bench.json"):
+        write_performance_page(root, run)
+
+
+def test_save_reference_keeps_only_finished_runs(root):
+    failed = _write_run(root / "failed-run", {"03": "failed"})
+    with pytest.raises(TlkitError, match=r"did not all finish ok: 03 \(failed\).*--resume"):
+        save_reference(failed, root)
+    assert not (root / "book" / "reference").exists()
+    run = _write_run(root / "run", {})
+    (run / "records" / ".ipynb_checkpoints").mkdir()
+    (run / "records" / ".ipynb_checkpoints" / "01_cnn_scratch-checkpoint.json").write_text("{}")
+    dest = save_reference(run, root)
+    assert sorted(p.name for p in (dest / "records").iterdir()) == sorted(r[0] for r in RUNS)
+    assert json.loads((dest / "summary.json").read_text())["profile"] == "cpu"
+
+
+def test_book_build_without_jupyter_book(monkeypatch, capsys, root):
+    monkeypatch.setitem(sys.modules, "jupyter_book", None)  # import jupyter_book -> ImportError
+    assert main(["book", "build", "--run", str(root / "run"), "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "tlkit: error: jupyter_book is needed" in err and "pip install 'tlkit[course]'" in err
+    assert "Traceback" not in err
+
+
+def test_book_build_refuses_a_run_with_failed_notebooks(root):
+    pytest.importorskip("jupyter_book")
+    (root / "_config.yml").write_text("title: test\n")
+    run = _write_run(root / "run", {"04": "failed", "05": "skipped"})
+    for n in NOTEBOOKS:
+        (run / f"{n}.ipynb").write_text("{}")
+    with pytest.raises(TlkitError, match=r"04 \(failed\), 05 \(skipped\)"):
+        build_book(run, root)
+    assert not (root / "book" / "notebooks").exists() and not (root / "book" / "results.md").exists()
