@@ -8,14 +8,14 @@ BACKEND ?= tf-cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(BACKEND)
 
-.PHONY: setup course test clean
+.PHONY: setup course test test-page clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[$(BACKEND),jax,dev]"
+	$(BIN)/python -m pip install -q -e ".[$(BACKEND),jax,dev,serve]"
 	touch $@
 
 course: $(STAMP)
@@ -29,6 +29,12 @@ test: $(STAMP)
 	$(BIN)/tlkit book build --run runs/ci-smoke
 	test -f _build/html/index.html
 	$(BIN)/tlkit bench --suite smoke --course-summary runs/ci-smoke/summary.json --out runs/ci-bench
+
+# The camera page in headless Chromium: Debian's chromium package, driven by Playwright.
+test-page: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(BIN)/python -m pip install -q -e ".[browser]"
+	$(BIN)/python -m pytest tests/test_page.py -m browser -q
 
 clean:
 	rm -rf _build runs book/notebooks book/_generated book/results.md book/performance.md

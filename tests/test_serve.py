@@ -1,4 +1,5 @@
-"""tlkit.serve: load a trained model, name images, say 'unknown' below the threshold."""
+"""tlkit.serve and ``tlkit predict``: class names from inside the model file, a threshold
+checked before anything is loaded, images checked before they are decoded."""
 from __future__ import annotations
 
 import json
@@ -6,76 +7,165 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from conftest import CLI_PREFIX
+from servekit import NAMES, bomb_png, image_bytes, tiny_model
 from tlkit import TlkitError
-from tlkit.data import load_dataset
-from tlkit.serve import Predictor
+from tlkit.cli import main
+from tlkit.modelfile import ModelFileError
+from tlkit.serve import ImageError, Limits, Predictor, decode_image
 
 
 @pytest.fixture(scope="module")
-def predictor(cli_run):
-    out, _ = cli_run
-    return Predictor.load(out / f"{CLI_PREFIX}_model.keras")
+def model_file(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("serve-model"))
 
 
-def test_load_reads_class_names(predictor, cli_run):
-    out, _ = cli_run
-    record = json.loads((out / f"{CLI_PREFIX}_record.json").read_text())
-    assert predictor.class_names == record["dataset"]["class_names"]
-    assert predictor.input_shape == (32, 32, 3) and predictor.threshold == 0.5
+@pytest.fixture(scope="module")
+def predictor(model_file):
+    return Predictor.load(model_file)
 
 
-def test_predict_matches_the_run(predictor, cli_run):
-    """The loaded model is the trained one: it reproduces the record's test accuracy."""
-    out, _ = cli_run
-    record = json.loads((out / f"{CLI_PREFIX}_record.json").read_text())
-    ds = load_dataset("synthetic", seed=0)  # what `tlkit train --dataset synthetic` used
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_class_names_come_from_the_model_file(model_file, tmp_path):
+    """A record beside the model (other class count, no ``dataset``) and a renamed file
+    change nothing: the names travel inside the .keras archive."""
+    renamed = tmp_path / "my flowers.keras"  # no _model.keras suffix to derive a record from
+    shutil.copy(model_file, renamed)
+    (tmp_path / "my flowers_record.json").write_text(json.dumps({"dataset": {"class_names": ["a", "b"]}}))
+    (tmp_path / "tiny_record.json").write_text(json.dumps({"metrics": {}}))  # no dataset
+    shutil.copy(model_file, tmp_path / "tiny_model.keras")
+    for path in (renamed, tmp_path / "tiny_model.keras"):
+        p = Predictor.load(path)
+        assert p.class_names == NAMES and p.input_shape == (32, 32, 3) and p.threshold == 0.5
+        assert p.meta["dataset"] == "synthetic"
+
+
+def test_wrong_class_count_is_refused(model_file):
+    with pytest.raises(ModelFileError, match="4 class names for a model with 3 outputs"):
+        Predictor.load(model_file, class_names=["a", "b", "c", "d"])
+    assert Predictor.load(model_file, class_names=["x", "y", "z"]).class_names == ["x", "y", "z"]
+
+
+def test_predict_is_the_models_own_answer(predictor):
+    x = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    want = np.asarray(predictor.model.predict(x, verbose=0))
+    got = predictor.proba(x)
+    np.testing.assert_allclose(got, want, atol=1e-5)
     predictor.threshold = 0.0
-    results = predictor.predict(ds.x_test)
-    assert len(results) == len(ds.y_test)
-    labels = [label for label, _ in results]
-    accuracy = np.mean([label == ds.class_names[y] for label, y in zip(labels, ds.y_test)])
-    assert accuracy == pytest.approx(record["metrics"]["test_accuracy"])
-    assert all(0 < conf <= 1 for _, conf in results)
-    # one image without a batch axis
-    (label, conf), = predictor.predict(ds.x_test[0])
-    assert label == labels[0] and conf == pytest.approx(results[0][1], abs=1e-5)
+    results = predictor.predict(x)
+    assert [label for label, _ in results] == [NAMES[i] for i in want.argmax(1)]
+    (label, conf), = predictor.predict(x[0])  # one image, no batch axis
+    assert label == results[0][0] and conf == pytest.approx(results[0][1], abs=1e-6)
+    top = predictor.classify(x, top_k=2)
+    for t, p in zip(top, want):
+        assert [g["label"] for g in t["top_k"]] == [NAMES[i] for i in np.argsort(-p)[:2]]
+        assert t["confidence"] == pytest.approx(p.max(), abs=1e-5) and t["unknown"] is False
+    predictor.threshold = 0.5
 
 
 def test_unknown_threshold(predictor):
-    x = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
-    predictor.threshold = 0.0
-    confident = predictor.predict(x)
-    assert all(label in predictor.class_names for label, _ in confident)
-    cut = float(np.median([c for _, c in confident]))
-    predictor.threshold = cut
-    mixed = predictor.predict(x)
-    for (l0, c0), (l1, c1) in zip(confident, mixed):
-        assert c0 == pytest.approx(c1)
-        assert l1 == (l0 if c0 >= cut else "unknown")
-    assert any(l == "unknown" for l, _ in mixed) and any(l != "unknown" for l, _ in mixed)
-    predictor.threshold = 1.5
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        predictor.predict(x)
+    x = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    conf = predictor.proba(x).max(1)
+    predictor.threshold = float(np.median(conf))
+    for (label, c), r in zip(predictor.predict(x), predictor.classify(x)):
+        assert (label == "unknown") == (c < predictor.threshold) == r["unknown"]
+        assert r["label"] == label and r["top_k"][0]["label"] in NAMES
     predictor.threshold = 0.5
+
+
+def test_bad_threshold_fails_before_loading(monkeypatch, model_file, tmp_path, capsys):
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the threshold was checked")
+
+    monkeypatch.setattr("tlkit.modelfile.load_model", no_load)
+    with pytest.raises(TlkitError, match="between 0 and 1"):
+        Predictor.load(model_file, threshold=2)
+    img = tmp_path / "a.png"
+    img.write_bytes(image_bytes())
+    assert main(["predict", str(model_file), str(img), "--threshold", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--threshold must be a probability between 0 and 1, not 2" in err
+    assert len(_error_lines(err)) == 1
 
 
 def test_wrong_shape(predictor):
     with pytest.raises(TlkitError, match=r"\(16, 16, 3\).*\(32, 32, 3\).*predict_files"):
         predictor.predict(np.zeros((2, 16, 16, 3), np.uint8))
-    with pytest.raises(TlkitError):
-        predictor.predict(np.zeros((2, 32, 32), np.uint8))
 
 
-def test_load_errors(tmp_path, cli_run):
-    with pytest.raises(TlkitError, match="no model file"):
-        Predictor.load(tmp_path / "nothing_model.keras")
-    out, _ = cli_run
-    lonely = tmp_path / "x_model.keras"
-    shutil.copy(out / f"{CLI_PREFIX}_model.keras", lonely)
-    with pytest.raises(TlkitError, match="no record x_record.json"):
-        Predictor.load(lonely)
-    p = Predictor.load(lonely, class_names=["a", "b", "c", "d"], threshold=0.0)
-    assert p.class_names == ["a", "b", "c", "d"]
-    assert p.predict(np.zeros((32, 32, 3), np.uint8))[0][0] in p.class_names
+def test_decode_image_sizes_and_formats(tmp_path):
+    for fmt in ("PNG", "JPEG", "WEBP"):
+        arr = decode_image(image_bytes(fmt, (640, 480)), (32, 24))
+        assert arr.shape == (32, 24, 3) and arr.dtype == np.uint8
+    with pytest.raises(ImageError, match="is GIF; send JPEG, PNG, WEBP") as e:
+        decode_image(image_bytes("GIF"), (32, 32), formats=("JPEG", "PNG", "WEBP"))
+    assert e.value.status == 415
+    # the camera's EXIF orientation is applied: a landscape file shown as portrait
+    im = Image.fromarray(np.zeros((20, 60, 3), np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    p = tmp_path / "rotated.jpg"
+    red = np.zeros((20, 60, 3), np.uint8)
+    red[:, :30] = (255, 0, 0)  # left half red: after rotation it is the top half
+    Image.fromarray(red).save(p, exif=exif)
+    arr = decode_image(p, (60, 20))
+    assert arr[:25, :, 0].mean() > 200 and arr[-25:, :, 0].mean() < 50
+
+
+@pytest.mark.parametrize("data, status, match", [
+    (b"this is not an image", 400, "not an image"),
+    (image_bytes("PNG", (200, 200))[:3000], 400, "truncated"),
+    (image_bytes("JPEG", (200, 200))[:2000], 400, "truncated"),
+    (bomb_png(8000, 8000), 413, "8000x8000 = 64,000,000 pixels, over the limit of 50,000,000"),
+    (bomb_png(30000, 30000), 413, "too large to decode safely"),
+])
+def test_bad_images_are_one_clear_error(data, status, match):
+    with pytest.raises(ImageError, match=match) as e:
+        decode_image(data, (32, 32), name="upload.png")
+    assert e.value.status == status and "upload.png" in str(e.value)
+
+
+def test_pixel_limit_is_settable():
+    with pytest.raises(ImageError, match="48x40 = 1,920 pixels, over the limit of 1,000"):
+        decode_image(image_bytes("PNG", (48, 40)), (32, 32), max_pixels=1000)
+    assert decode_image(bomb_png(20, 20), (8, 8), max_pixels=400).shape == (8, 8, 3)
+    with pytest.raises(TlkitError, match="--max-pixels must be at least 1, not 0"):
+        Limits(max_pixels=0)
+
+
+def test_cli_predict(model_file, tmp_path, capsys):
+    paths = []
+    for i, size in enumerate(((32, 32), (50, 40))):  # any size: predict resizes
+        p = tmp_path / f"img{i}.png"
+        p.write_bytes(image_bytes("PNG", size, seed=i))
+        paths.append(str(p))
+    assert main(["predict", str(model_file), *paths, "--threshold", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == paths
+    assert all(line.split("\t")[1] in NAMES and 0 < float(line.split("\t")[2]) <= 1 for line in lines)
+    assert main(["predict", str(model_file), *paths, "--threshold", "1"]) == 0
+    assert [line.split("\t")[1] for line in capsys.readouterr().out.strip().splitlines()] == ["unknown"] * 2
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("case", ["bomb", "not_zip", "not_image"])
+def test_cli_predict_errors_are_one_line(case, model_file, tmp_path, capsys):
+    model, img = str(model_file), tmp_path / "photo.png"
+    img.write_bytes(image_bytes())
+    if case == "bomb":
+        img.write_bytes(bomb_png(12000, 12000))
+        want = "photo.png is 12000x12000 = 144,000,000 pixels"
+    elif case == "not_zip":
+        fake = tmp_path / "fake_model.keras"
+        fake.write_text("{}")
+        model, want = str(fake), "is not a Keras model file"
+    else:
+        img.write_bytes(b"nope")
+        want = "cannot read image"
+    assert main(["predict", model, str(img)]) == 2
+    err = capsys.readouterr().err
+    assert want in err and err.startswith("tlkit: error: ") and len(_error_lines(err)) == 1

@@ -5,6 +5,8 @@ import argparse
 import sys
 
 from tlkit import TlkitError, quiet
+from tlkit.export import FORMATS
+from tlkit.serve import DEFAULT_MAX_PIXELS, Limits
 
 
 def _train(a: argparse.Namespace) -> None:
@@ -56,9 +58,25 @@ def _bench(a: argparse.Namespace) -> None:
 def _predict(a: argparse.Namespace) -> None:
     from tlkit.serve import Predictor
 
-    pred = Predictor.load(a.model, threshold=a.threshold)
-    for path, (label, conf) in zip(a.images, pred.predict_files(a.images)):
+    pred = Predictor.load(a.model, threshold=a.threshold)  # checks the threshold first
+    for path, (label, conf) in zip(a.images, pred.predict_files(a.images, a.max_pixels)):
         print(f"{path}\t{label}\t{conf:.3f}")
+
+
+def _serve(a: argparse.Namespace) -> None:
+    from tlkit.serve import check_threshold
+
+    check_threshold(a.threshold)
+    limits = Limits(max_bytes=a.max_bytes, max_pixels=a.max_pixels, max_files=a.max_files, top_k=a.top_k)
+    from tlkit.service import serve  # names the serve extra when it is missing
+
+    serve(a.model, host=a.host, port=a.port, threshold=a.threshold, limits=limits)
+
+
+def _export(a: argparse.Namespace) -> None:
+    from tlkit.export import export_model
+
+    print(f"exported {export_model(a.model, a.format, a.out)}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -137,7 +155,26 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("model", help="a _model.keras file written by 'tlkit train'")
     pr.add_argument("images", nargs="+")
     pr.add_argument("--threshold", type=float, default=0.5, help="below this: 'unknown'")
+    pr.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                    help="refuse larger images (decompression bombs)")
     pr.set_defaults(func=_predict)
+
+    sv = sub.add_parser("serve", help="serve a trained model over HTTP (needs the serve extra)")
+    sv.add_argument("--model", required=True, help="a _model.keras file written by 'tlkit train'")
+    sv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from a phone on the LAN")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--threshold", type=float, default=0.5, help="below this: 'unknown'")
+    sv.add_argument("--max-bytes", type=int, default=Limits.max_bytes, help="largest upload, per file")
+    sv.add_argument("--max-pixels", type=int, default=Limits.max_pixels, help="largest image")
+    sv.add_argument("--max-files", type=int, default=Limits.max_files, help="most images in one batch")
+    sv.add_argument("--top-k", type=int, default=Limits.top_k, help="guesses in each answer")
+    sv.set_defaults(func=_serve)
+
+    ex = sub.add_parser("export", help="export a trained model (keras, savedmodel, onnx, tflite)")
+    ex.add_argument("model", help="a _model.keras file written by 'tlkit train'")
+    ex.add_argument("--format", required=True, choices=FORMATS)
+    ex.add_argument("--out", default=None, help="folder (default: beside the model)")
+    ex.set_defaults(func=_export)
     return p
 
 

@@ -1,0 +1,116 @@
+"""tlkit.export: every format the backend supports, labels beside each export, and parity:
+ONNX Runtime and TFLite give Keras's probabilities within 1e-4 on a batch."""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from servekit import NAMES, tiny_model
+from tlkit.cli import main
+from tlkit.export import ExportError, available_formats, export_model, load_exported, unavailable
+from tlkit.modelfile import load_model
+
+TF = keras.backend.backend() == "tensorflow"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("export-model"))
+
+
+@pytest.fixture(scope="module")
+def batch_and_reference(model_file):
+    x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    model, _, _ = load_model(model_file)
+    return x, np.asarray(model.predict(x, verbose=0))
+
+
+def _labels(folder, stem="tiny_model") -> dict:
+    return json.loads((folder / f"{stem}_labels.json").read_text())
+
+
+def test_keras_export_carries_the_labels(model_file, tmp_path, batch_and_reference):
+    out = export_model(model_file, "keras", tmp_path)
+    assert out == tmp_path / "tiny_model.keras"
+    model, names, meta = load_model(out)
+    assert names == NAMES and meta["base"] == "cnn"
+    x, ref = batch_and_reference
+    np.testing.assert_allclose(model.predict(x, verbose=0), ref, atol=1e-6)
+    labels = _labels(tmp_path)
+    assert labels["class_names"] == NAMES and labels["input_shape"] == [32, 32, 3]
+    with pytest.raises(ExportError, match="already a .keras file"):
+        export_model(model_file, "keras")
+
+
+def test_onnx_parity(model_file, tmp_path, batch_and_reference):
+    """ONNX Runtime on the exported file: same top-1, probabilities within 1e-4 (the
+    exact GELU of TensorFlow needs tf2onnx's missing Erfc, which export.py supplies)."""
+    if unavailable("onnx"):
+        pytest.skip(unavailable("onnx"))
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    path = export_model(model_file, "onnx", tmp_path)
+    assert path == tmp_path / "tiny_model.onnx" and _labels(tmp_path)["format"] == "onnx"
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["class_names"]) == NAMES
+    x, ref = batch_and_reference
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert (got.argmax(1) == ref.argmax(1)).all()
+    np.testing.assert_allclose(load_exported(path)(x[:3]), ref[:3], atol=1e-4)
+
+
+@pytest.mark.skipif(not TF, reason="TFLite export needs the tensorflow backend")
+def test_tflite_parity(model_file, tmp_path, batch_and_reference):
+    path = export_model(model_file, "tflite", tmp_path)
+    x, ref = batch_and_reference
+    got = load_exported(path)(x)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert (got.argmax(1) == ref.argmax(1)).all()
+
+
+def test_savedmodel_export_replaces_a_previous_one(model_file, tmp_path, batch_and_reference):
+    if unavailable("savedmodel"):
+        pytest.skip(unavailable("savedmodel"))
+    import tensorflow as tf
+
+    target = tmp_path / "tiny_model_savedmodel"
+    target.mkdir()
+    (target / "stale.txt").write_text("from an older export")
+    assert export_model(model_file, "savedmodel", tmp_path) == target
+    assert not (target / "stale.txt").exists()
+    assert json.loads((target / "labels.json").read_text())["class_names"] == NAMES
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
+    x, ref = batch_and_reference
+    loaded = tf.saved_model.load(str(target))  # keep it referenced: its variables live in it
+    got = loaded.serve(tf.constant(x)).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_unavailable_formats_are_said_before_loading(monkeypatch, model_file, tmp_path, capsys):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    assert "needs the tensorflow backend, this is jax" in unavailable("tflite")
+    assert "tflite" not in available_formats()
+    monkeypatch.setattr("tlkit.modelfile.load_model", lambda *a, **k: pytest.fail("loaded"))
+    with pytest.raises(ExportError, match="cannot export to tflite here"):
+        export_model(model_file, "tflite", tmp_path)
+    assert main(["export", str(model_file), "--format", "tflite", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("tlkit: error: cannot export to tflite here")
+    monkeypatch.setattr("tlkit.export._has", lambda *m: False)
+    assert "ONNX export on jax needs jax2onnx and onnx" in unavailable("onnx")
+    assert "unknown format 'pt'" in unavailable("pt")
+
+
+def test_export_errors(model_file, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ExportError, match="is a file; pass a folder"):
+        export_model(model_file, "keras", tmp_path / "file")
+    assert main(["export", str(tmp_path / "missing.keras"), "--format", "keras", "--out", str(tmp_path)]) == 2
+    assert "no model file" in capsys.readouterr().err
+    assert main(["export", str(model_file), "--format", "keras", "--out", str(tmp_path / "o")]) == 0
+    assert capsys.readouterr().out.strip() == f"exported {tmp_path / 'o' / 'tiny_model.keras'}"

@@ -1,0 +1,226 @@
+"""tlkit.service: the HTTP API, through a real HTTP client, in-process and on loopback.
+
+Every bad upload gets a 4xx JSON answer and the server keeps answering."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from conftest import CLI_PREFIX, ROOT, SHARED  # noqa: E402
+from servekit import NAMES, bomb_png, image_bytes, tiny_model  # noqa: E402
+from tlkit.modelfile import ModelFileError, save_model  # noqa: E402
+from tlkit.serve import Limits, Predictor, decode_image  # noqa: E402
+from tlkit.service import app_from_model, create_app, running  # noqa: E402
+
+LIMITS = Limits(max_bytes=200_000, max_pixels=4_000_000, max_files=4, top_k=2)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("service-model"))
+
+
+@pytest.fixture(scope="module")
+def predictor(model_file):
+    return Predictor.load(model_file, threshold=0.0)
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    with TestClient(create_app(predictor, LIMITS)) as c:
+        yield c
+
+
+def _upload(data: bytes, name: str = "x.png", ctype: str = "image/png") -> dict:
+    return {"file": (name, data, ctype)}
+
+
+def test_health_labels_docs(client):
+    assert client.get("/health").json() == {"status": "ok", "classes": 3, "input_shape": [32, 32, 3],
+                                            "threshold": 0.0}
+    assert client.get("/labels").json() == {"labels": NAMES}
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/predict", "/predict/batch", "/labels", "/health"} <= set(paths)
+    page = client.get("/")
+    assert page.status_code == 200 and 'capture="environment"' in page.text
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_predict_answers_what_the_model_says(client, predictor, fmt):
+    data = image_bytes(fmt, (64, 48), seed=3)
+    r = client.post("/predict", files=_upload(data, f"x.{fmt.lower()}", f"image/{fmt.lower()}"))
+    assert r.status_code == 200, r.text
+    j = r.json()
+    p = predictor.proba(decode_image(data, (32, 32)))[0]
+    assert j["label"] == NAMES[p.argmax()] and j["unknown"] is False
+    assert j["confidence"] == pytest.approx(p.max(), abs=1e-5)
+    assert [g["label"] for g in j["top_k"]] == [NAMES[i] for i in np.argsort(-p)[:2]]
+    assert j["filename"] == f"x.{fmt.lower()}"
+
+
+def test_unknown_below_threshold(model_file):
+    with TestClient(app_from_model(model_file, threshold=0.99)) as c:
+        j = c.post("/predict", files=_upload(image_bytes())).json()
+    assert j["label"] == "unknown" and j["unknown"] is True and j["confidence"] < 0.99
+    assert j["top_k"][0]["label"] in NAMES
+
+
+def test_batch(client, predictor):
+    datas = [image_bytes("PNG", seed=i) for i in range(3)]
+    r = client.post("/predict/batch", files=[("files", (f"{i}.png", d, "image/png")) for i, d in enumerate(datas)])
+    assert r.status_code == 200, r.text
+    got = r.json()["predictions"]
+    want = predictor.classify(np.stack([decode_image(d, (32, 32)) for d in datas]), 2)
+    assert [g["filename"] for g in got] == ["0.png", "1.png", "2.png"]
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    too_many = [("files", (f"{i}.png", datas[0], "image/png")) for i in range(5)]
+    r = client.post("/predict/batch", files=too_many)
+    assert r.status_code == 413 and "5 files, over the limit of 4" in r.json()["detail"]
+
+
+BAD = {
+    "random bytes": (dict(files=_upload(os.urandom(3000))), 400, "not an image"),
+    "truncated PNG": (dict(files=_upload(image_bytes("PNG", (120, 120))[:4000])), 400, "truncated"),
+    "truncated JPEG": (dict(files=_upload(image_bytes("JPEG", (120, 120))[:1500], "x.jpg", "image/jpeg")),
+                       400, "truncated"),
+    "JSON body": (dict(json={"file": "x"}), 415, "multipart/form-data"),
+    "text part": (dict(files=_upload(b"hello", "x.txt", "text/plain")), 415, "content type text/plain"),
+    "GIF": (dict(files=_upload(image_bytes("GIF"), "x.gif", "application/octet-stream")), 415, "is GIF"),
+    "empty body": (dict(content=b"", headers={"content-type": "multipart/form-data; boundary=b"}),
+                   400, "empty request body"),
+    "empty file": (dict(files=_upload(b"")), 400, "is empty"),
+    "file over max_bytes": (dict(files=_upload(b"\x89PNG" + os.urandom(300_000))), 413, "over the limit"),
+    "decompression bomb": (dict(files=_upload(bomb_png(4000, 4000), "bomb.png")), 413,
+                           "4000x4000 = 16,000,000 pixels, over the limit of 4,000,000"),
+    "no file field": (dict(files={"image": ("x.png", image_bytes(), "image/png")}), 422, None),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_uploads_get_4xx_json_and_the_server_keeps_serving(client, case):
+    kwargs, status, match = BAD[case]
+    r = client.post("/predict", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    if match:
+        assert match in r.json()["detail"]
+    assert client.get("/health").status_code == 200
+    assert client.post("/predict", files=_upload(image_bytes())).status_code == 200
+
+
+def test_model_loads_once_and_safely(monkeypatch, model_file, tmp_path):
+    import keras
+
+    import tlkit.modelfile
+
+    calls = []
+    real = tlkit.modelfile.load_model
+    monkeypatch.setattr(tlkit.modelfile, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with TestClient(app_from_model(model_file)) as c:
+        for _ in range(3):
+            assert c.post("/predict", files=_upload(image_bytes())).status_code == 200
+    assert len(calls) == 1
+    # a model file with a Lambda layer (arbitrary code) is refused at start-up: safe_mode
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))
+    evil = save_model(keras.Model(inputs, outputs), tmp_path / "evil_model.keras", NAMES)
+    with pytest.raises(ModelFileError, match="cannot load"):
+        app_from_model(evil)
+
+
+def _first_flower() -> bytes:
+    archive = SHARED / "data" / "flowers5-small.tar.gz"
+    if not archive.is_file():
+        pytest.skip("../shared/data/flowers5-small.tar.gz is absent")
+    with tarfile.open(archive, "r|gz") as tar:
+        for m in tar:
+            if m.isfile() and m.name.lower().endswith(".jpg"):
+                return tar.extractfile(m).read()
+    pytest.fail("no JPEG in the flowers archive")
+
+
+def test_loopback_real_photo_and_random_bytes(predictor):
+    """uvicorn on 127.0.0.1 in a thread, a real HTTP client over TCP."""
+    photo = _first_flower()
+    with running(create_app(predictor, LIMITS)) as url, httpx.Client(base_url=url, timeout=30) as c:
+        assert url.startswith("http://127.0.0.1:")
+        r = c.post("/predict", files=_upload(photo, "flower.jpg", "image/jpeg"))
+        assert r.status_code == 200, r.text
+        assert r.json()["label"] in NAMES and 0 < r.json()["confidence"] <= 1
+        bad = c.post("/predict", files=_upload(os.urandom(5000), "noise.jpg", "image/jpeg"))
+        assert bad.status_code == 400 and "not an image" in bad.json()["detail"]
+        assert c.get("/health").json()["status"] == "ok"
+
+
+def test_a_trained_run_serves_on_loopback(cli_run):
+    """The acceptance path: the model of a real ``tlkit train`` run, its own class names."""
+    run, _ = cli_run
+    record = json.loads((run / f"{CLI_PREFIX}_record.json").read_text())
+    names = record["dataset"]["class_names"]
+    with running(app_from_model(run / f"{CLI_PREFIX}_model.keras")) as url:
+        assert httpx.get(url + "/labels").json() == {"labels": names}
+        j = httpx.post(url + "/predict", files=_upload(image_bytes("PNG", (32, 32)))).json()
+        assert j["label"] in names + ["unknown"] and len(j["top_k"]) == 3
+        assert httpx.post(url + "/predict", files=_upload(os.urandom(999))).status_code == 400
+        assert httpx.get(url + "/health").json()["status"] == "ok"
+
+
+def test_loopback_streamed_body_over_the_limit(predictor):
+    """A chunked upload with no Content-Length is refused at the limit (413), and the
+    server answers the next request."""
+    def body():
+        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n\r\n"
+        for _ in range(20):  # 20 x 64 KiB = 1.3 MB, over the 200,000 + 64 KiB limit
+            yield b"\0" * 65536
+
+    with running(create_app(predictor, LIMITS)) as url, httpx.Client(base_url=url, timeout=30) as c:
+        r = c.post("/predict", content=body(), headers={"content-type": "multipart/form-data; boundary=b"})
+        assert "content-length" not in r.request.headers
+        assert r.status_code == 413 and "request body is over the limit of 265,536 bytes" in r.json()["detail"]
+        assert c.get("/health").status_code == 200
+
+
+def test_serve_without_the_extra_names_it(model_file):
+    code = ("import sys; sys.modules['fastapi'] = None; from tlkit.cli import main; "
+            f"sys.exit(main(['serve', '--model', {str(model_file)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "tlkit: error: tlkit serve needs fastapi: install the serve extra, pip install 'tlkit[serve]'"]
+
+
+def test_serve_settings_are_checked(model_file, capsys):
+    from tlkit.cli import main
+
+    assert main(["serve", "--model", str(model_file), "--max-bytes", "0"]) == 2
+    assert "--max-bytes must be at least 1, not 0" in capsys.readouterr().err
+    assert main(["serve", "--model", str(model_file), "--threshold", "-1"]) == 2
+    assert "--threshold must be a probability" in capsys.readouterr().err
+    assert main(["serve", "--model", str(model_file), "--port", "70000"]) == 2
+    assert "--port must be between 0 and 65535" in capsys.readouterr().err
+
+
+def test_load_script_is_bounded_and_reports(tmp_path, model_file):
+    """benchmarks/load_service.py: a fixed number of requests on loopback, JSON figures."""
+    out = tmp_path / "load.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load_service.py"), "--model",
+                           str(model_file), "--requests", "12", "--concurrency", "3", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["requests"] == 12 == r["ok"] and r["errors"] == {} and r["concurrency"] == 3
+    assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] <= r["latency_ms"]["max"]
+    assert r["requests_per_s"] > 0 and r["server_rss_mb"]["end"] > 0
