@@ -1,7 +1,14 @@
 """tlkit.data: synthetic data, image folders and archives, splits, errors, lookup, cache."""
 from __future__ import annotations
 
+import importlib
 import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,7 +248,7 @@ def test_limit_per_class(tmp_path):
     assert np.bincount(y[idx]).tolist() == [3, 2, 3]
     assert np.array_equal(idx, data.limit_per_class(y, 3, seed=0))
     assert np.array_equal(data.limit_per_class(y, None), np.arange(len(y)))
-    with pytest.raises(ValueError):
+    with pytest.raises(DatasetError, match="at least 1"):
         data.limit_per_class(y, 0)
     src = write_folder(tmp_path / "ds", image_files({"cat": 9, "dog": 9, "fox": 4}))
     ds = load_dataset(src, limit_per_class=5, seed=0)
@@ -395,3 +402,182 @@ def test_fingerprint():
     b = a.copy()
     b[0, 0] = 99
     assert data.fingerprint(a) != data.fingerprint(b)
+
+
+# --------------------------------------------------------------------------- bad arguments
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_bad_limit_per_class_is_one_clear_error_before_reading(bad, tmp_path, monkeypatch):
+    src = write_folder(tmp_path / "ds", image_files({"cat": 3, "dog": 3}))
+    calls = []
+    monkeypatch.setattr(data, "read_images", lambda *a, **k: calls.append(a))
+    with pytest.raises(DatasetError, match=r"limit_per_class \(--limit-per-class\) must be a whole "
+                                           r"number of at least 1.*leave it out"):
+        load_dataset(src, limit_per_class=bad)
+    assert not calls
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"image_size": 0}, "image_size must be a whole number"),
+    ({"fallback_size": -32}, "fallback_size must be"),
+    ({"test_fraction": 1.5}, r"test_fraction must be in \(0, 1\)"),
+    ({"val_fraction": -0.1}, r"val_fraction must be in \[0, 1\)")])
+def test_bad_sizes_and_fractions(kw, match, tmp_path):
+    src = write_folder(tmp_path / "ds", image_files({"cat": 3, "dog": 3}))
+    with pytest.raises(DatasetError, match=match):
+        load_dataset(src, **kw)
+
+
+# --------------------------------------------------------------------------- memory
+
+def test_fallback_size_shrinks_larger_images(tmp_path):
+    """Images larger than the working size are stored at it, not at their own size."""
+    src = write_folder(tmp_path / "ds", image_files({"cat": 3, "dog": 3}, size=40))
+    assert load_dataset(src, fallback_size=16).image_shape == (16, 16, 3)
+    assert load_dataset(src).image_shape == (40, 40, 3)  # no size asked: as they are
+
+
+def test_mixed_sizes_are_decoded_once(tmp_path, monkeypatch):
+    files = image_files({"cat": 3, "dog": 2}, size=8)
+    big = image_files({"dog": 2}, size=20).values()
+    files.update({f"dog/big{i}.png": v for i, v in enumerate(big)})
+    src = write_folder(tmp_path / "ds", files)
+    calls = []
+    real = data._decode
+    monkeypatch.setattr(data, "_decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ds = load_dataset(src, fallback_size=12)
+    assert ds.image_shape == (12, 12, 3) and len(calls) == 7
+
+
+PEAK = """
+import sys
+from pathlib import Path
+import PIL.Image
+import tlkit.data as data
+
+def hwm():
+    line = [l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM")]
+    return int(line[0].split()[1]) / 1024
+
+before = hwm()
+ds = data.load_dataset(sys.argv[1], fallback_size=32)
+print(hwm() - before, *ds.image_shape)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_large_photos_never_exist_at_full_size_in_memory(tmp_path):
+    """Four 6000 x 4000 JPEGs (72 MB each decoded) at working size 32: the peak memory of the
+    load grows by far less than one decoded photo (draft decoding, streaming)."""
+    from PIL import Image
+
+    for i, (cls, colour) in enumerate([("cat", (200, 30, 30)), ("cat", (180, 40, 40)),
+                                       ("dog", (30, 200, 30)), ("dog", (40, 180, 40))]):
+        (tmp_path / "photos" / cls).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (6000, 4000), colour).save(tmp_path / "photos" / cls / f"{i}.jpg",
+                                                    quality=90)
+    proc = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path / "photos")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    grew_mb, h, w, c = map(float, proc.stdout.split())
+    assert (h, w, c) == (32, 32, 3)
+    assert grew_mb < 40, f"loading grew the peak memory by {grew_mb:.0f} MB"
+
+
+# --------------------------------------------------------------------------- TFRecords
+
+def test_tfrecords_with_mixed_sizes_and_a_corrupt_record(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tfrec"
+
+    def shard(path, records):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tf.io.TFRecordWriter(str(path)) as w:
+            for img, label in records:
+                feat = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[img])),
+                        "class": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}
+                example = tf.train.Example(features=tf.train.Features(feature=feat))
+                w.write(example.SerializeToString())
+
+    train = [(png_bytes(rng, 8), i % 2) for i in range(6)] + [(png_bytes(rng, 20), 1), (b"junk", 0)]
+    shard(root / "train" / "train00-8.tfrec", train)
+    shard(root / "val" / "val00-2.tfrec", [(png_bytes(rng, 8), 0), (png_bytes(rng, 8), 1)])
+    (root / "classes.txt").write_text("daisy\nrose\n")
+    with pytest.raises(DatasetError, match="different sizes"):
+        load_dataset(root)
+    ds = load_dataset(root, fallback_size=8, val_fraction=0)
+    assert ds.class_names == ["daisy", "rose"] and ds.image_shape == (8, 8, 3)
+    assert ds.counts() == {"train": [3, 4], "test": [1, 1]} and ds.corrupt == ["train#7"]
+
+
+# --------------------------------------------------------------------------- downloads that hang
+
+@pytest.fixture
+def silent_server():
+    """http://127.0.0.1:PORT: accepts connections and never answers. It drops them after
+    60 s, so code without a timeout fails (too slowly) instead of hanging the suite."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.1)
+    stop, held = threading.Event(), []
+
+    def serve():
+        while not stop.is_set():
+            try:
+                held.append((srv.accept()[0], time.monotonic()))
+            except TimeoutError:
+                pass
+            for conn, t in [h for h in held if time.monotonic() - h[1] > 60]:
+                conn.close()
+                held.remove((conn, t))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn, _ in held:
+        conn.close()
+    srv.close()
+
+
+def test_hanging_data_download_times_out(silent_server, no_local_keras, monkeypatch):
+    importlib.import_module("keras")  # before the clock starts: importing takes seconds
+
+    monkeypatch.setenv("TLKIT_DOWNLOAD_TIMEOUT", "1")
+    monkeypatch.setattr(data, "FLOWERS_URL", f"{silent_server}/flower_photos.tgz")
+    start = time.monotonic()
+    with pytest.raises(DatasetError) as e:
+        load_dataset("flowers")
+    assert time.monotonic() - start < 10
+    msg = str(e.value)
+    assert "not available offline" in msg and "--data-dir" in msg and "flower" in msg
+    assert socket.getdefaulttimeout() is None  # restored for the rest of the process
+
+
+def test_hanging_weights_download_times_out(silent_server, no_local_keras, monkeypatch, tmp_path):
+    from keras.src.applications import mobilenet_v2
+
+    from tlkit.models import ModelError, build_backbone
+
+    monkeypatch.setenv("TLKIT_DOWNLOAD_TIMEOUT", "1")
+    monkeypatch.setattr(mobilenet_v2, "BASE_WEIGHT_PATH", f"{silent_server}/")
+    start = time.monotonic()
+    with pytest.raises(ModelError, match="no local ImageNet weights.*--weights-dir"):
+        build_backbone("mobilenetv2", 96, weights="imagenet", alpha=0.35, weights_dir=tmp_path)
+    assert time.monotonic() - start < 20  # building the model itself takes a few seconds
+    assert socket.getdefaulttimeout() is None
+
+
+def test_download_timeout_setting(monkeypatch):
+    from tlkit.system import DOWNLOAD_TIMEOUT_S, download_timeout, download_timeout_s
+
+    monkeypatch.setenv("TLKIT_DOWNLOAD_TIMEOUT", "2.5")
+    assert download_timeout_s() == 2.5
+    with download_timeout() as seconds:
+        assert seconds == socket.getdefaulttimeout() == 2.5
+    assert socket.getdefaulttimeout() is None
+    for bad in ("soon", "0", "-1", "inf", "nan"):
+        monkeypatch.setenv("TLKIT_DOWNLOAD_TIMEOUT", bad)
+        with pytest.warns(RuntimeWarning, match="TLKIT_DOWNLOAD_TIMEOUT"):
+            assert download_timeout_s() == DOWNLOAD_TIMEOUT_S

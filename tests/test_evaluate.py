@@ -8,7 +8,7 @@ from sklearn import metrics as skm
 
 from tlkit.data import Dataset
 from tlkit.evaluate import (diagnose, evaluate, gaps, per_class_accuracy, predict_labels, score,
-                            summarize)
+                            summarize, top_k_accuracy)
 
 NAMES = ["cat", "dog", "fox"]
 Y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
@@ -128,3 +128,78 @@ def test_evaluate_on_every_split():
     # cached features stand in for images through `inputs`
     res2 = evaluate(model, ds, inputs={"test": xte * 0 + np.eye(k, dtype="float32")[yte] * 10})
     assert res2["test"]["accuracy"] == 1.0
+
+
+# --------------------------------------------------------------------------- two classes
+
+def test_score_two_classes():
+    """Cats vs dogs: scikit-learn reads two-class labels as binary; score must not care."""
+    y = np.array([0, 0, 0, 1, 1, 1, 1])
+    p1 = np.array([0.1, 0.3, 0.8, 0.9, 0.6, 0.4, 0.7])  # probability of class 1
+    proba = np.stack([1 - p1, p1], 1)
+    s = score(y, proba, ["cat", "dog"])
+    assert s["accuracy"] == pytest.approx(5 / 7)
+    assert "top1_accuracy" in s and s["top1_accuracy"] == pytest.approx(s["accuracy"])
+    assert s["confusion_matrix"] == [[2, 1], [1, 3]]
+    assert s["per_class"]["dog"]["recall"] == pytest.approx(3 / 4)
+    assert s["loss"] == pytest.approx(-np.mean(np.log(proba[np.arange(7), y])))
+    only_one = score(np.zeros(3, int), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), ["a", "b"])
+    assert only_one["top1_accuracy"] == pytest.approx(2 / 3)  # a split with one class present
+
+
+def test_top_k_accuracy_matches_scikit_learn():
+    rng = np.random.default_rng(3)
+    for k_classes, k in ((3, 2), (6, 3), (10, 5)):
+        proba = rng.dirichlet(np.ones(k_classes), 50)
+        y = rng.integers(0, k_classes, 50)
+        assert top_k_accuracy(y, proba, k) == pytest.approx(
+            skm.top_k_accuracy_score(y, proba, k=k, labels=range(k_classes)))
+
+
+@pytest.fixture(scope="module")
+def two_class_ds():
+    from tlkit.data import load_dataset
+
+    return load_dataset("synthetic", synthetic_classes=2, synthetic_per_class=16,
+                        synthetic_size=32, seed=0)
+
+
+def test_two_classes_train_evaluate_probe_and_plots(two_class_ds, tmp_path):
+    """Two classes end to end: build, fit, evaluate, probe and every per-class plot."""
+    from tlkit import plots
+    from tlkit.features import probe
+    from tlkit.models import build_classifier
+    from tlkit.train import fit_dataset
+
+    ds = two_class_ds
+    assert ds.num_classes == 2
+    clf = build_classifier("cnn", 2, input_shape=ds.image_shape, img_size=32, weights="none")
+    result = fit_dataset(clf, ds, epochs=1, batch_size=16, verbose=0)
+    assert len(result.history["loss"]) == 1 and np.isfinite(result.history["loss"][0])
+    res = evaluate(clf.model, ds)
+    assert set(res) == {"train", "val", "test", "summary"}
+    assert np.asarray(res["test"]["confusion_matrix"]).shape == (2, 2)
+    assert res["summary"]["test_top1_accuracy"] == pytest.approx(res["test"]["accuracy"])
+    assert 0 <= res["summary"]["test_accuracy"] <= 1
+    run = probe("cnn", ds, img_size=32, weights="none", epochs=2, batch_size=16)
+    assert run.head.output_shape[-1] == 2
+    assert set(run.evaluation["test"]["per_class"]) == {"disc", "square"}
+    proba = np.asarray(clf.model.predict(ds.x_test, verbose=0))
+    test = res["test"]
+    figures = {
+        "cm.png": plots.confusion_matrix(test["confusion_matrix"], ds.class_names,
+                                         path=tmp_path / "cm.png"),
+        "grid.png": plots.prediction_grid(ds.x_test, ds.y_test, proba, ds.class_names, n=4,
+                                          path=tmp_path / "grid.png"),
+        "bars.png": plots.per_class_bars(test["per_class"], path=tmp_path / "bars.png"),
+        "acc.png": plots.class_accuracy(test["confusion_matrix"], ds.class_names,
+                                        path=tmp_path / "acc.png"),
+        "samples.png": plots.samples(ds.x_train, ds.y_train, ds.class_names, n=4,
+                                     path=tmp_path / "samples.png"),
+    }
+    for name, fig in figures.items():
+        assert (tmp_path / name).stat().st_size > 1000, name
+        assert fig.axes
+    titles = [ax.get_title() for ax in figures["grid.png"].axes if ax.get_title()]
+    assert len(titles) == 4
+    assert all(t.split("\n")[0].split(": ")[1] in ds.class_names for t in titles)

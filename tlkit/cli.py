@@ -27,6 +27,28 @@ def _info(a: argparse.Namespace) -> None:
     print(info_text(a.data_dir, a.weights_dir))
 
 
+def _cache(a: argparse.Namespace) -> None:
+    from tlkit.data import CACHE_KINDS, cache_dir, cache_usage, clear_cache
+
+    def mb(n: int) -> str:
+        return f"{n / 2**20:.1f} MB"
+
+    if a.action == "clear":
+        kinds = [k for k in CACHE_KINDS if getattr(a, k)] or list(CACHE_KINDS)
+        freed = clear_cache(kinds)
+        print(f"freed {mb(sum(freed.values()))} in {cache_dir()} ("
+              + ", ".join(f"{k} {mb(n)}" for k, n in freed.items()) + ")")
+        return
+    usage = cache_usage()
+    print(f"cache {cache_dir()} (TLKIT_CACHE_DIR)")
+    for kind, u in usage.items():
+        temp = (f"  + {u['temp_files']} temp file(s), {mb(u['temp_bytes'])} "
+                "(cleaned after an hour)" if u["temp_files"] else "")
+        print(f"  {kind:9s} {u['entries']:5d} entries {mb(u['bytes']):>10s}{temp}")
+    total = sum(u["bytes"] + u["temp_bytes"] for u in usage.values())
+    print(f"  {'total':9s} {'':13s} {mb(total):>10s}   free it with: tlkit cache clear")
+
+
 def _course(a: argparse.Namespace) -> None:
     from tlkit.course import run_course
 
@@ -115,6 +137,14 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--data-dir", default=None)
     i.add_argument("--weights-dir", default=None)
     i.set_defaults(func=_info)
+
+    ca = sub.add_parser("cache", help="show or free the cache of decoded data sets and features")
+    casub = ca.add_subparsers(dest="action", required=True)
+    casub.add_parser("info", help="entries and sizes per kind").set_defaults(func=_cache)
+    cc = casub.add_parser("clear", help="remove cache entries (default: every kind)")
+    cc.add_argument("--datasets", action="store_true", help="only decoded data sets")
+    cc.add_argument("--features", action="store_true", help="only frozen features")
+    cc.set_defaults(func=_cache)
 
     c = sub.add_parser("course", help="run the course notebooks")
     csub = c.add_subparsers(dest="action", required=True)

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import tarfile
+import time
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,12 +22,14 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from tlkit import TlkitError
+from tlkit.system import TMP_MARK, cache_load, cache_store, clean_temp_files, download_timeout
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
 BUILTIN = ("synthetic", "cifar10", "cifar100", "flowers")
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+CACHE_KINDS = ("datasets", "features")  # the folders under cache_dir()
 
 
 class DatasetError(TlkitError):
@@ -180,14 +183,88 @@ def _iter_zip(path: Path) -> Iterator[tuple[str, bytes | None]]:
                 yield info.filename, zf.read(info)
 
 
-def _decode(data: bytes, image_size: int | None) -> np.ndarray:
+def _resize(im, size: int):
+    from PIL import Image
+
+    return im.resize((size, size), Image.BILINEAR)
+
+
+def _decode(data: bytes, image_size: int | None = None, fallback_size: int | None = None
+            ) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode one image straight to its working size; returns (uint8 array, native (h, w)).
+
+    ``image_size`` S gives S x S; ``fallback_size`` F gives F x F for an image larger than F
+    either way and leaves smaller ones as they are (:class:`_Decoder` resizes mixed sizes).
+    A JPEG is decoded at a reduced scale (``draft``) that still covers the target, so a
+    phone photo never exists at full resolution in memory.
+    """
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
-        im = im.convert("RGB")
-        if image_size and im.size != (image_size, image_size):
-            im = im.resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+        w, h = im.size
+        target = image_size or (fallback_size if fallback_size and max(w, h) > fallback_size
+                                else None)
+        if target and (w, h) != (target, target):
+            im.draft("RGB", (target, target))
+            rgb = _resize(im.convert("RGB"), target)
+        else:
+            rgb = im.convert("RGB")
+        return np.asarray(rgb, dtype=np.uint8), (h, w)
+
+
+class _Decoder:
+    """Decodes images one at a time as they stream past, each once and at its working size.
+
+    Peak memory is the decoded arrays at working size plus one image being decoded: the
+    encoded bytes are dropped as soon as an image is decoded.
+    """
+
+    def __init__(self, source: str, image_size: int | None, fallback_size: int | None):
+        self.source, self.image_size, self.fallback_size = source, image_size, fallback_size
+        self.arrays: dict[str, np.ndarray] = {}
+        self.native: Counter = Counter()
+        self.corrupt: list[str] = []
+        self.resized = False
+
+    def add(self, name: str, data: bytes) -> None:
+        """Decode one image; an unreadable one is listed in ``corrupt``."""
+        try:
+            img, native = _decode(data, self.image_size, self.fallback_size)
+        except Exception:  # PIL raises many types for bad files; each one is listed
+            self.corrupt.append(name)
+            return
+        self.native[native] += 1
+        if len(self.native) > 1 and not (self.image_size or self.fallback_size):
+            (a, _), (b, _) = self.native.most_common(2)
+            raise DatasetError(f"{self.source}: images have different sizes (e.g. {a[1]}x{a[0]} "
+                               f"and {b[1]}x{b[0]}); pass image_size=S (CLI: --img-size S) to "
+                               "resize them when loading")
+        self.resized |= img.shape[:2] != native
+        self.arrays[name] = img
+
+    def finish(self) -> dict:
+        """Resize the images still at their own size when sizes are mixed; returns the native
+        sizes (``native``: one (h, w), or None when mixed; ``largest``: (h, w)) and ``resized``."""
+        from PIL import Image
+
+        shapes = {a.shape[:2] for a in self.arrays.values()}
+        if len(shapes) > 1:  # only with fallback_size: the larger ones are at F x F already
+            f = int(self.fallback_size)  # type: ignore[arg-type]
+            for name, a in self.arrays.items():
+                if a.shape[:2] != (f, f):
+                    self.arrays[name] = np.asarray(_resize(Image.fromarray(a), f), np.uint8)
+            self.resized = True
+        largest = [max((s[i] for s in self.native), default=0) for i in (0, 1)]
+        native = list(next(iter(self.native))) if len(self.native) == 1 else None
+        return {"native": native, "largest": largest, "resized": self.resized}
+
+    def stack(self, names: list[str]) -> np.ndarray:
+        """The decoded images of ``names`` (readable ones, at least one) in one preallocated
+        array; each is released as it is copied, so the data is never held twice."""
+        out = np.empty((len(names),) + self.arrays[names[0]].shape, np.uint8)
+        for i, n in enumerate(names):
+            out[i] = self.arrays.pop(n)
+        return out
 
 
 def read_image_tree(entries: Iterable[tuple[str, bytes | None]], source: str,
@@ -195,25 +272,32 @@ def read_image_tree(entries: Iterable[tuple[str, bytes | None]], source: str,
     """Turn (path, bytes) entries of an image-folder layout into arrays per split.
 
     Layouts: ``<class>/<img>`` or ``<split>/<class>/<img>`` below any common top folders.
-    Returns ``{"splits": {split: (x, y)}, "class_names": [...], "corrupt": [...]}``.
+    Every image is decoded once, as it streams past, straight to its working size:
+    ``image_size`` S resizes every image to S x S; ``fallback_size`` F resizes to F x F the
+    images larger than F and, when sizes are mixed, all of them; uniform images no larger
+    than F keep their size (a model resizes them itself).
+    Returns ``{"splits": {split: (x, y)}, "class_names": [...], "corrupt": [...],
+    "sizes": {"native", "largest", "resized"}}``.
     """
+    decoder = _Decoder(source, image_size, fallback_size)
     files, dirs = [], set()
     for name, data in entries:
         parts = [p for p in name.split("/") if p]
         if data is None:
             dirs.add(tuple(parts))
-        else:
-            files.append((parts, data))
-            for k in range(1, len(parts)):
-                dirs.add(tuple(parts[:k]))
+            continue
+        files.append(parts)
+        for k in range(1, len(parts)):
+            dirs.add(tuple(parts[:k]))
+        decoder.add("/".join(parts), data)
     if not files:
         raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {source}: "
                            "expected one folder per class, e.g. flowers/daisy/001.jpg")
     # Strip top folders that every file shares (e.g. "flowers/" or "cifar10-jpg/").
     prefix: list[str] = []
     while True:
-        firsts = {tuple(p[: len(prefix) + 1]) for p, _ in files if len(p) > len(prefix) + 2}
-        if len(firsts) == 1 and all(len(p) > len(prefix) + 2 for p, _ in files):
+        firsts = {tuple(p[: len(prefix) + 1]) for p in files if len(p) > len(prefix) + 2}
+        if len(firsts) == 1 and all(len(p) > len(prefix) + 2 for p in files):
             candidate = list(next(iter(firsts)))
             if candidate[-1].lower() in SPLIT_NAMES:
                 break
@@ -221,31 +305,31 @@ def read_image_tree(entries: Iterable[tuple[str, bytes | None]], source: str,
         else:
             break
     depth = len(prefix)
-    rel = [(p[depth:], d) for p, d in files]
-    top = {p[0] for p, _ in rel if len(p) > 1}
+    rel = [p[depth:] for p in files]
+    top = {p[0] for p in rel if len(p) > 1}
     split_layout = bool(top) and all(t.lower() in SPLIT_NAMES for t in top) and any(
         t.lower() == "train" for t in top)
-    if not split_layout and any(len(p) < 2 for p, _ in rel):
-        loose = next("/".join(prefix + p) for p, _ in rel if len(p) < 2)
+    if not split_layout and any(len(p) < 2 for p in rel):
+        loose = next("/".join(prefix + p) for p in rel if len(p) < 2)
         raise DatasetError(f"{source}: image {loose} is not inside a class folder; "
                            "put each class's images in a folder named after the class")
-    if split_layout and any(len(p) < 3 for p, _ in rel):
-        loose = next("/".join(prefix + p) for p, _ in rel if len(p) < 3)
+    if split_layout and any(len(p) < 3 for p in rel):
+        loose = next("/".join(prefix + p) for p in rel if len(p) < 3)
         raise DatasetError(f"{source}: image {loose} is not inside <split>/<class>/")
 
     def class_dirs(split: str | None) -> set[str]:
         base = tuple(prefix) + ((split,) if split else ())
         return {d[len(base)] for d in dirs if len(d) == len(base) + 1 and d[: len(base)] == base}
 
-    by_split: dict[str, list[tuple[str, str, bytes]]] = {}
-    for p, d in rel:
+    by_split: dict[str, list[tuple[str, str]]] = {}
+    for p in rel:
         split = SPLIT_NAMES[p[0].lower()] if split_layout else "all"
         cls = p[1] if split_layout else p[0]
-        by_split.setdefault(split, []).append((cls, "/".join(prefix + p), d))
+        by_split.setdefault(split, []).append((cls, "/".join(prefix + p)))
     raw_splits = [s for s in top] if split_layout else [None]
     all_class_dirs = set().union(*(class_dirs(s) for s in raw_splits))
     class_names = sorted(all_class_dirs)
-    present = {cls for items in by_split.values() for cls, _, _ in items}
+    present = {cls for items in by_split.values() for cls, _ in items}
     empty = sorted(all_class_dirs - present)
     if empty:
         raise DatasetError(f"{source}: class folder(s) {', '.join(empty)} hold no images; "
@@ -254,35 +338,16 @@ def read_image_tree(entries: Iterable[tuple[str, bytes | None]], source: str,
         raise DatasetError(f"{source}: only one class ({class_names[0]}) found; a classifier needs "
                            "at least two class folders side by side")
     index = {c: i for i, c in enumerate(class_names)}
-    corrupt: list[str] = []
+    sizes = decoder.finish()
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    sizes: Counter = Counter()
-    decoded: dict[str, tuple[list, list]] = {}
     for split, items in by_split.items():
-        xs, ys = [], []
-        for cls, path, data in items:
-            try:
-                img = _decode(data, image_size)
-            except Exception:  # PIL raises many types for bad files; each one is listed
-                corrupt.append(path)
-                continue
-            sizes[img.shape[:2]] += 1
-            xs.append(img)
-            ys.append(index[cls])
-        decoded[split] = (xs, ys)
-    if len(sizes) > 1:
-        if fallback_size is None:
-            (a, _), (b, _) = sizes.most_common(2)
-            raise DatasetError(f"{source}: images have different sizes (e.g. {a[1]}x{a[0]} and "
-                               f"{b[1]}x{b[0]}); pass image_size=S (CLI: --img-size S) to resize "
-                               "them when loading")
-        return read_image_tree(((("/".join(prefix + p)), d) for p, d in rel), source,
-                               image_size=fallback_size)
-    for split, (xs, ys) in decoded.items():
-        if not xs:
+        readable = [(cls, path) for cls, path in items if path in decoder.arrays]
+        if not readable:
             raise DatasetError(f"{source}: every image of split '{split}' is unreadable")
-        out[split] = (np.stack(xs), np.asarray(ys, np.int64))
-    return {"splits": out, "class_names": class_names, "corrupt": sorted(corrupt)}
+        out[split] = (decoder.stack([path for _, path in readable]),
+                      np.asarray([index[cls] for cls, _ in readable], np.int64))
+    return {"splits": out, "class_names": class_names, "corrupt": sorted(decoder.corrupt),
+            "sizes": sizes}
 
 
 def read_images(path: str | Path, image_size: int | None = None,
@@ -302,12 +367,14 @@ def read_images(path: str | Path, image_size: int | None = None,
 
 # --------------------------------------------------------------------------- TFRecords
 
-def read_tfrecords(path: str | Path, image_size: int | None = None) -> dict:
+def read_tfrecords(path: str | Path, image_size: int | None = None,
+                   fallback_size: int | None = None) -> dict:
     """Read TFRecord shards of (image bytes, class id), the Kaggle 104-flowers layout.
 
     ``path`` is a folder of ``*.tfrec`` files, or one with ``train/`` and ``val/`` (or
     ``test/``) sub-folders. Features: ``image`` (JPEG bytes) and ``class`` (int64).
-    Class names come from ``classes.txt`` beside the shards when present.
+    Class names come from ``classes.txt`` beside the shards when present. Sizes as in
+    :func:`read_image_tree`.
     """
     try:
         import tensorflow as tf
@@ -322,28 +389,37 @@ def read_tfrecords(path: str | Path, image_size: int | None = None) -> dict:
     if not groups:
         groups["all"] = sorted(path.glob("*.tfrec*"))
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "class": tf.io.FixedLenFeature([], tf.int64)}
-    splits, corrupt = {}, []
+    decoder = _Decoder(str(path), image_size, fallback_size)
+    labels: dict[str, dict[str, int]] = {}
     for split, shards in groups.items():
-        xs, ys = [], []
+        labels[split] = {}
         for i, rec in enumerate(tf.data.TFRecordDataset([str(s) for s in shards])):
             try:
                 ex = tf.io.parse_single_example(rec, spec)
             except tf.errors.InvalidArgumentError:
+                if split == "test" and i == 0 and len(groups) > 1:  # Kaggle's test: no labels
+                    del labels[split]
+                    break
                 raise DatasetError(f"{path}: TFRecords of split '{split}' lack an 'image' bytes "
                                    "or 'class' int64 feature (unlabelled test shards cannot train)")
-            try:
-                xs.append(_decode(ex["image"].numpy(), image_size))
-            except Exception:  # unreadable image bytes are counted and listed
-                corrupt.append(f"{split}#{i}")
-                continue
-            ys.append(int(ex["class"].numpy()))
-        splits[split] = (np.stack(xs), np.asarray(ys, np.int64))
+            name = f"{split}#{i}"
+            decoder.add(name, ex["image"].numpy())
+            labels[split][name] = int(ex["class"].numpy())
+    sizes = decoder.finish()
+    splits = {}
+    for split, names in labels.items():
+        readable = [n for n in names if n in decoder.arrays]
+        if not readable:
+            raise DatasetError(f"{path}: every image of split '{split}' is unreadable")
+        splits[split] = (decoder.stack(readable),
+                         np.asarray([names[n] for n in readable], np.int64))
     if "val" in splits and "test" not in splits:
         splits["test"] = splits.pop("val")
     n = int(max(y.max() for _, y in splits.values())) + 1
     names_file = path / "classes.txt"
     names = names_file.read_text().split("\n")[:n] if names_file.exists() else [str(i) for i in range(n)]
-    return {"splits": splits, "class_names": [s.strip() for s in names], "corrupt": corrupt}
+    return {"splits": splits, "class_names": [s.strip() for s in names],
+            "corrupt": decoder.corrupt, "sizes": sizes}
 
 
 # --------------------------------------------------------------------------- splits
@@ -372,7 +448,7 @@ def limit_per_class(y: np.ndarray, k: int | None, seed: int = 0) -> np.ndarray:
     if k is None:
         return np.arange(len(y))
     if k < 1:
-        raise ValueError(f"limit_per_class must be at least 1, not {k}")
+        raise DatasetError(f"limit_per_class must be at least 1, not {k}")
     rng = np.random.default_rng(seed)
     idx = [rng.permutation(np.flatnonzero(y == c))[:k] for c in np.unique(y)]
     return np.sort(np.concatenate(idx))
@@ -415,44 +491,126 @@ def _cache_key(*parts) -> str:
     return hashlib.sha1(repr((CACHE_VERSION,) + parts).encode()).hexdigest()[:16]
 
 
-def _cached(key: str, build) -> dict:
-    """Load arrays saved under ``key``, or build and save them atomically."""
-    path = cache_dir() / "datasets" / f"{key}.npz"
-    if path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            splits = {k[2:]: (z[k], z["y_" + k[2:]]) for k in z.files if k.startswith("x_")}
-            return {"splits": splits, "class_names": z["class_names"].tolist(),
-                    "corrupt": z["corrupt"].tolist()}
-    result = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for split, (x, y) in result["splits"].items():
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, class_names=np.array(result["class_names"]),
-             corrupt=np.array(result["corrupt"], dtype=str), **arrays)
-    os.replace(tmp, path)
-    return result
-
-
 def _source_stamp(path: Path) -> tuple:
-    st = path.stat()
-    if path.is_dir():  # a folder's own mtime changes when files are added or removed
-        # The folder itself counts too: removing a class folder changes only its mtime.
-        mtimes = [p.stat().st_mtime_ns for p in path.rglob("*")]
-        return (str(path.resolve()), max([st.st_mtime_ns, *mtimes]), len(mtimes))
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    """What identifies a source's content in a cache key. A file: its size and a hash of its
+    bytes (a rewritten archive of the same size and time is still seen). A folder: every
+    entry's relative name, size and mtime. The location is left out: a copy shares the entry.
+    """
+    if path.is_dir():
+        h = hashlib.sha1()
+        for p in sorted(path.rglob("*")):
+            st = p.stat()
+            size, mtime = (st.st_size, st.st_mtime_ns) if p.is_file() else (-1, 0)
+            h.update(f"{p.relative_to(path).as_posix()}\0{size}\0{mtime}\n".encode())
+        return ("folder", h.hexdigest())
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return ("file", path.stat().st_size, h.hexdigest())
+
+
+def _wanted(image_size: int | None, fallback_size: int | None) -> list[tuple]:
+    """The cache entries that hold what a request asks for: (size tag, test on the entry's
+    native sizes). An entry is tagged by what its arrays are, "native" or the size they were
+    resized to, so requests that give the same arrays share one entry (a 32-px archive at
+    fallback size 32 and 64 is one entry, not two)."""
+    if image_size:
+        return [(image_size, lambda m: True),
+                ("native", lambda m: m["native"] == [image_size, image_size])]
+    if fallback_size:
+        def fits(m: dict) -> bool:  # uniform and no larger than F: kept as they are
+            return m["native"] is not None and max(m["largest"]) <= fallback_size
+        return [("native", fits), (fallback_size, lambda m: not fits(m))]
+    return [("native", lambda m: True)]
+
+
+def _read_entry(path: Path, accept) -> dict | None:
+    """A cached data set, or None when its sizes do not give what ``accept`` asks for."""
+    with np.load(path, allow_pickle=False) as z:
+        native = z["native"].tolist()
+        sizes = {"native": native if native[0] else None, "largest": z["largest"].tolist(),
+                 "resized": bool(z["resized"])}
+        if not accept(sizes):
+            return None
+        splits = {k[2:]: (z[k], z["y_" + k[2:]]) for k in z.files if k.startswith("x_")}
+        if not splits or any(len(x) != len(y) or x.dtype != np.uint8 for x, y in splits.values()):
+            raise ValueError("inconsistent arrays")
+        return {"splits": splits, "class_names": z["class_names"].tolist(),
+                "corrupt": z["corrupt"].tolist(), "sizes": sizes}
+
+
+def _write_entry(path: Path, raw: dict) -> None:
+    arrays = {}
+    for split, (x, y) in raw["splits"].items():
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    sizes = raw["sizes"]
+
+    def write(tmp: Path) -> None:
+        np.savez(tmp, class_names=np.array(raw["class_names"]),
+                 corrupt=np.array(raw["corrupt"], dtype=str),
+                 native=np.array(sizes["native"] or [0, 0]), largest=np.array(sizes["largest"]),
+                 resized=np.array(sizes["resized"]), **arrays)
+
+    cache_store(path, write, suffix=".npz")  # a full or read-only disk: run without the cache
 
 
 def _load_path(path: Path, image_size: int | None, fallback_size: int | None) -> dict:
+    """Decoded arrays of a local source, from the cache when an entry holds them.
+
+    A damaged entry is removed with a warning and rebuilt; temporary files of killed runs
+    are cleaned on the way."""
     if not path.exists():
         raise DatasetError(f"no data set at {path}: give a built-in name ({', '.join(BUILTIN)}), "
                            "an image folder, or a .tar/.tar.gz/.zip of one")
-    if path.is_dir() and (any(path.glob("*.tfrec*")) or any(path.glob("*/*.tfrec*"))):
-        key = _cache_key("tfrec", _source_stamp(path), image_size)
-        return _cached(key, lambda: read_tfrecords(path, image_size))
-    key = _cache_key("images", _source_stamp(path), image_size, fallback_size)
-    return _cached(key, lambda: read_images(path, image_size, fallback_size))
+    tfrec = path.is_dir() and (any(path.glob("*.tfrec*")) or any(path.glob("*/*.tfrec*")))
+    kind = "tfrec" if tfrec else "images"
+    stamp = _source_stamp(path)
+    folder = cache_dir() / "datasets"
+    clean_temp_files(folder)
+    for tag, accept in _wanted(image_size, fallback_size):
+        raw = cache_load(folder / f"{_cache_key(kind, stamp, tag)}.npz",
+                         lambda p: _read_entry(p, accept))
+        if raw is not None:
+            return raw
+    read = read_tfrecords if tfrec else read_images
+    raw = read(path, image_size, fallback_size)
+    tag = (image_size or fallback_size) if raw["sizes"]["resized"] else "native"
+    _write_entry(folder / f"{_cache_key(kind, stamp, tag)}.npz", raw)
+    return raw
+
+
+def cache_usage() -> dict[str, dict]:
+    """Per cache kind (``datasets``, ``features``): its folder, entries, bytes, and the
+    temporary files killed runs left (``temp_files``, ``temp_bytes``)."""
+    out = {}
+    for kind in CACHE_KINDS:
+        folder = cache_dir() / kind
+        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        temp = [p for p in files if TMP_MARK in p.name]
+        kept = [p for p in files if TMP_MARK not in p.name]
+        out[kind] = {"folder": str(folder), "entries": len({p.with_suffix("") for p in kept}),
+                     "bytes": sum(p.stat().st_size for p in kept), "temp_files": len(temp),
+                     "temp_bytes": sum(p.stat().st_size for p in temp)}
+    return out
+
+
+def clear_cache(kinds: Iterable[str] = CACHE_KINDS) -> dict[str, int]:
+    """Remove every entry of the given cache kinds; returns the bytes freed per kind.
+
+    Temporary files younger than an hour stay: they may belong to a run writing right now."""
+    freed = {}
+    for kind in kinds:
+        if kind not in CACHE_KINDS:
+            raise DatasetError(f"unknown cache kind '{kind}': use {', '.join(CACHE_KINDS)}")
+        folder, n, now = cache_dir() / kind, 0, time.time()
+        for p in (folder.rglob("*") if folder.is_dir() else ()):
+            st = p.stat()
+            if p.is_file() and not (TMP_MARK in p.name and now - st.st_mtime < 3600):
+                p.unlink()
+                n += st.st_size
+        freed[kind] = n
+    return freed
 
 
 def _download_hint(name: str) -> str:
@@ -469,15 +627,17 @@ def _load_keras(name: str) -> dict:
     import keras
 
     try:
+        with download_timeout():  # a server that never answers fails like no network
+            if name == "flowers":
+                folder = Path(keras.utils.get_file("flower_photos", origin=FLOWERS_URL,
+                                                   extract=True))
+            else:
+                (xtr, ytr), (xte, yte) = getattr(keras.datasets, name).load_data()
         if name == "flowers":
-            folder = keras.utils.get_file("flower_photos", origin=FLOWERS_URL, extract=True)
-            folder = Path(folder)
             return _load_path(folder, None, 224)
-        module = getattr(keras.datasets, name)
-        (xtr, ytr), (xte, yte) = module.load_data()
     except TlkitError:
         raise
-    except Exception as e:  # Keras raises URL, OS and hash errors when it cannot download
+    except Exception as e:  # Keras raises URL, OS, timeout and hash errors when it cannot download
         raise DatasetError(_download_hint(name)) from e
     names = CIFAR10_CLASSES if name == "cifar10" else [str(i) for i in range(100)]
     return {"splits": {"train": (xtr, ytr.reshape(-1).astype(np.int64)),
@@ -496,11 +656,17 @@ def load_dataset(name: str | Path, *, data_dir: str | Path | None = None,
                  synthetic_per_class: int = 200, synthetic_size: int = 32) -> Dataset:
     """Load a data set by name or path, split it, and return uint8 arrays.
 
-    ``image_size`` resizes every image when loading; ``fallback_size`` does so only when
-    sizes are mixed. ``limit_per_class`` keeps at most that many images of each class in
-    every split (seeded). A missing test split is cut from the data (``test_fraction``),
-    and a validation split from the training data (``val_fraction``), both stratified.
+    ``image_size`` resizes every image when loading; ``fallback_size`` (the size a model
+    works at) resizes images larger than it, and all of them when sizes are mixed, so that
+    memory and cache scale with the working size, never with the photos' size.
+    ``limit_per_class`` keeps at most that many images of each class in every split
+    (seeded). A missing test split is cut from the data (``test_fraction``), and a
+    validation split from the training data (``val_fraction``), both stratified.
+    Arguments are checked before anything is read.
     """
+    _check_args(image_size=image_size, fallback_size=fallback_size,
+                limit_per_class=limit_per_class, val_fraction=val_fraction,
+                test_fraction=test_fraction)
     key = str(name)
     if key == "synthetic":
         n_test = max(synthetic_per_class // 4, 2)
@@ -525,6 +691,23 @@ def load_dataset(name: str | Path, *, data_dir: str | Path | None = None,
         raw, source = _load_path(path, image_size, fallback_size), str(path.resolve())
         ds_name = path.name.split(".")[0]
     return _assemble(raw, ds_name, source, limit_per_class, val_fraction, test_fraction, seed)
+
+
+def _check_args(*, image_size, fallback_size, limit_per_class, val_fraction, test_fraction) -> None:
+    """One clear line for a bad argument, before anything is read."""
+    def whole(value) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+    if limit_per_class is not None and not whole(limit_per_class):
+        raise DatasetError(f"limit_per_class (--limit-per-class) must be a whole number of at "
+                           f"least 1, not {limit_per_class!r}; leave it out to use every image")
+    for arg, value in (("image_size", image_size), ("fallback_size", fallback_size)):
+        if value is not None and not whole(value):
+            raise DatasetError(f"{arg} must be a whole number of pixels, at least 1, not {value!r}")
+    if not 0 <= val_fraction < 1:
+        raise DatasetError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
+    if not 0 < test_fraction < 1:
+        raise DatasetError(f"test_fraction must be in (0, 1), not {test_fraction!r}")
 
 
 def _assemble(raw: dict, name: str, source: str, limit: int | None, val_fraction: float,

@@ -17,6 +17,16 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> n
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
 
 
+def top_k_accuracy(y_true: np.ndarray, proba: np.ndarray, k: int) -> float:
+    """Fraction of samples whose true class is among the ``k`` most probable ones.
+
+    The same ranking as scikit-learn's ``top_k_accuracy_score`` for many classes, but for
+    any class count: scikit-learn reads two-class labels as binary and refuses 2-d scores.
+    """
+    ranked = np.argsort(proba, axis=1, kind="mergesort")[:, ::-1][:, :k]
+    return float((ranked == np.asarray(y_true)[:, None]).any(1).mean())
+
+
 def score(y_true: np.ndarray, proba: np.ndarray, class_names: Sequence[str], k: int = 5) -> dict:
     """Every metric of one split from labels and predicted probabilities."""
     y_true = np.asarray(y_true)
@@ -24,14 +34,14 @@ def score(y_true: np.ndarray, proba: np.ndarray, class_names: Sequence[str], k: 
     y_pred = proba.argmax(1)
     labels = list(range(n_classes))
     p = np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, 1.0)
-    k = min(k, n_classes - 1)
+    k = max(min(k, n_classes - 1), 1)
     report = skm.classification_report(y_true, y_pred, labels=labels, target_names=list(class_names),
                                        output_dict=True, zero_division=0)
     out = {
         "n": int(len(y_true)),
         "accuracy": float((y_pred == y_true).mean()),
         "loss": float(-np.log(p).mean()),
-        f"top{k}_accuracy": float(skm.top_k_accuracy_score(y_true, proba, k=k, labels=labels)),
+        f"top{k}_accuracy": top_k_accuracy(y_true, proba, k),
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "per_class": {c: {m: float(report[c][m]) for m in ("precision", "recall", "f1-score", "support")}
                       for c in class_names},

@@ -1,5 +1,6 @@
-"""The bottom of the house: atomic file writes, self-healing cache reads, the hardware probe
-and opt-in log quieting. Every layer may import this module; it imports no other tlkit module.
+"""The bottom of the house: atomic file writes, self-healing cache reads, download timeouts,
+the hardware probe and opt-in log quieting. Every layer may import this module; it imports no
+other tlkit module.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import os
 import platform
 import secrets
+import socket
 import sys
 import tempfile
 import time
@@ -132,6 +134,41 @@ def cache_store(path: Path, write: Callable[[Path], None], suffix: str = "") -> 
         warnings.warn(f"tlkit: could not write cache entry {path} ({e.strerror or e}); "
                       "running without the cache", RuntimeWarning, stacklevel=2)
         return False
+
+
+# --------------------------------------------------------------------------- downloads
+
+DOWNLOAD_TIMEOUT_S = 60.0  # default for $TLKIT_DOWNLOAD_TIMEOUT
+
+
+def download_timeout_s() -> float:
+    """Seconds a download may wait for the network (``$TLKIT_DOWNLOAD_TIMEOUT``, default 60)."""
+    raw = os.environ.get("TLKIT_DOWNLOAD_TIMEOUT")
+    if raw is None:
+        return DOWNLOAD_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        warnings.warn(f"tlkit: TLKIT_DOWNLOAD_TIMEOUT={raw!r} is not a positive number of "
+                      f"seconds; using {DOWNLOAD_TIMEOUT_S:g}", RuntimeWarning, stacklevel=2)
+        return DOWNLOAD_TIMEOUT_S
+    return value
+
+
+@contextlib.contextmanager
+def download_timeout(seconds: float | None = None) -> Iterator[float]:
+    """Bound every socket wait of a download (``keras.utils.get_file`` has no timeout), so a
+    server that accepts and never answers fails like no network at all. Sets the process's
+    default socket timeout for the block and restores it after."""
+    seconds = download_timeout_s() if seconds is None else seconds
+    saved = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield seconds
+    finally:
+        socket.setdefaulttimeout(saved)
 
 
 # --------------------------------------------------------------------------- hardware
