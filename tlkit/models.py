@@ -16,6 +16,7 @@ import keras
 from keras import layers, ops
 
 from tlkit import TlkitError
+from tlkit.system import download_timeout
 
 
 class ModelError(TlkitError):
@@ -252,7 +253,8 @@ def build_backbone(name: str, img_size: int | None = None, weights: str | Path |
         alpha = 1.0
     arg, source = resolve_weights(name, weights, alpha, size, weights_dir)
     try:
-        with warnings.catch_warnings():  # any size is deliberate here; Keras warns for non-224
+        # any size is deliberate here (Keras warns for non-224); a download that hangs times out
+        with warnings.catch_warnings(), download_timeout():
             warnings.filterwarnings("ignore", message=".*input_shape.*", category=UserWarning)
             backbone = spec.build((size, size, 3), weights=arg, alpha=alpha)
         if arg is not None and not spec.pretrained:  # a from-scratch body given a weights file
