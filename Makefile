@@ -1,10 +1,19 @@
 # The two commands of the README:
 #   make course   the whole course on its small built-in default (smoke profile), then the book
 #   make test     unit tests, nbval over the notebooks, a smoke course + book build, smoke bench
-# Both create .venv on first use. BACKEND picks the Keras backend extra (tf-cpu, tf, jax, torch).
+# Both create .venv on first use. BACKEND picks the Keras backend extra (tf-cpu, tf, jax, torch)
+# and the backend everything runs on (KERAS_BACKEND, exported to every command below).
 PYTHON ?= python3
 VENV ?= .venv
 BACKEND ?= tf-cpu
+KERAS_BACKEND_tf-cpu := tensorflow
+KERAS_BACKEND_tf := tensorflow
+KERAS_BACKEND_jax := jax
+KERAS_BACKEND_torch := torch
+export KERAS_BACKEND := $(KERAS_BACKEND_$(BACKEND))
+ifeq ($(KERAS_BACKEND),)
+$(error BACKEND must be tf-cpu, tf, jax or torch, not '$(BACKEND)')
+endif
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(BACKEND)
 
@@ -24,6 +33,10 @@ course: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q --durations=10
+ifneq ($(KERAS_BACKEND),jax)
+	# the same code on JAX: the fast `backends` subset (JAX is installed with every backend)
+	KERAS_BACKEND=jax JAX_PLATFORMS=cpu $(BIN)/python -m pytest tests -q -m backends --durations=5
+endif
 	TLKIT_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax notebooks -q -p no:cacheprovider
 	$(BIN)/tlkit course run --profile smoke --out runs/ci-smoke
 	$(BIN)/tlkit book build --run runs/ci-smoke

@@ -9,6 +9,8 @@ from conftest import MNV2_035
 from tlkit import models
 from tlkit.models import ModelError, build_classifier, resolve_weights
 
+pytestmark = pytest.mark.backends  # also run on JAX by `make test`
+
 NINE = {"resnet50", "resnet101", "resnet152", "vgg16", "vgg19", "efficientnetb0",
         "efficientnetb3", "mobilenetv2", "mobilenetv3large"}
 
@@ -51,15 +53,20 @@ def test_classifier_structure_with_resize():
     clf = build_classifier("cnn", 3, input_shape=(16, 16, 3), img_size=32, augment=True)
     m = clf.model
     assert m.inputs[0].dtype == "uint8" and tuple(m.input_shape) == (None, 16, 16, 3)
-    names = [l.name for l in m.layers]
-    assert names[:2] == ["image", "to_float"]
-    assert names.index("resize") < names.index("preprocess") < names.index("backbone") < names.index("head")
-    assert m.get_layer("resize").get_config()["height"] == 32
-    assert m.get_layer("preprocess").mode == "unit"
-    assert isinstance(m.get_layer("random_flip"), keras.layers.RandomFlip)
-    assert m.get_layer("backbone") is clf.backbone
-    head = m.get_layer("head")
-    assert head.units == 3 and head.activation.__name__ == "softmax"
+    # image → float → augmentation → extractor → head
+    assert [l.name for l in m.layers] == ["image", "to_float", "augment_flip", "augment_translate",
+                                          "extractor", "head"]
+    assert isinstance(m.get_layer("augment_flip"), keras.layers.RandomFlip)
+    assert m.get_layer("extractor") is clf.extractor and m.get_layer("head") is clf.head
+    names = [l.name for l in clf.extractor.layers]
+    assert names[0] == "image" and names.index("resize") < names.index("preprocess") < names.index("backbone")
+    assert not any("Random" in type(l).__name__ for l in clf.extractor.layers)  # train-only: not here
+    assert clf.extractor.get_layer("resize").get_config()["height"] == 32
+    assert clf.extractor.get_layer("preprocess").mode == "unit"
+    assert clf.extractor.get_layer("backbone") is clf.backbone
+    assert [l.name for l in clf.head.layers] == ["features", "dropout", "classes"]
+    dense = clf.head.get_layer("classes")
+    assert dense.units == 3 and dense.activation.__name__ == "softmax"
     assert tuple(m.output_shape) == (None, 3)
     assert clf.weights_source == "random" and not clf.transfer
     assert clf.backbone.trainable  # from scratch: not frozen
@@ -73,9 +80,52 @@ def test_classifier_structure_with_resize():
 
 def test_classifier_without_resize():
     clf = build_classifier("baseline_cnn", 2, input_shape=(32, 32, 3), img_size=32, augment=False)
-    names = [l.name for l in clf.model.layers]
+    names = [l.name for l in clf.extractor.layers]
     assert "resize" not in names and "pool" not in names  # baseline flattens itself
-    assert not any(n.startswith("random_") for n in names)
+    assert not any(l.name.startswith("augment_") for l in clf.model.layers)
+
+
+@pytest.fixture(scope="module")
+def mnv2_parts(fake_mnv2):
+    """A pretrained-like MobileNetV2 (fake ImageNet weights) at 96 px fed 32-px images."""
+    folder, _, _ = fake_mnv2
+    kw = dict(input_shape=(32, 32, 3), img_size=96, weights="imagenet", alpha=0.35,
+              weights_dir=folder)
+    x = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    return kw, x
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_full_model_is_head_of_extractor(mnv2_parts, standardize):
+    """One graph: model(x) == head(extractor(x)), augmentation (training only) included,
+    with the classifier's own head or with a given (standardizing) head."""
+    kw, x = mnv2_parts
+    head = None
+    if standardize:
+        rng = np.random.default_rng(1)
+        head = models.head_model(1280, 3, 0.2, rng.normal(0, 1, 1280), rng.uniform(0.5, 2, 1280))
+        head.get_layer("classes").set_weights([rng.normal(0, 0.3, (1280, 3)).astype("float32"),
+                                               rng.normal(0, 0.3, 3).astype("float32")])
+    clf = build_classifier("mobilenetv2", 3, augment=True, head=head, **kw)
+    assert clf.transfer and "resize" in [l.name for l in clf.extractor.layers]
+    assert (clf.head is head) if standardize else ("standardize" not in
+                                                   [l.name for l in clf.head.layers])
+    full = np.asarray(clf.model.predict(x, verbose=0))
+    feats = np.asarray(clf.extractor.predict(x, verbose=0))
+    parts = np.asarray(clf.head.predict(feats, verbose=0))
+    assert feats.shape == (6, 1280) and np.allclose(full.sum(1), 1, atol=1e-5)
+    assert np.abs(full - parts).max() < 1e-5
+    # a separately built extractor with the same weights gives the same features
+    other, _ = models.build_extractor("mobilenetv2", **kw)
+    assert np.abs(np.asarray(other.predict(x, verbose=0)) - feats).max() < 1e-4
+
+
+def test_given_head_must_fit(mnv2_parts):
+    kw, _ = mnv2_parts
+    with pytest.raises(ModelError, match="the head maps"):
+        build_classifier("mobilenetv2", 3, head=models.head_model(1280, 4), **kw)
+    with pytest.raises(ModelError, match="the head maps"):
+        build_classifier("mobilenetv2", 3, head=models.head_model(256, 3), **kw)
 
 
 def test_preprocess_modes():
@@ -118,9 +168,8 @@ def test_imagenet_weights_from_weights_dir(fake_mnv2, no_local_keras):
     assert not all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), saved))
     # pretrained: frozen by default, the head alone trains
     assert not clf.backbone.trainable
-    head = clf.model.get_layer("head")
-    assert models.count_trainable(clf.model) == head.count_params()
-    assert clf.model.get_layer("preprocess").mode == "tf"
+    assert models.count_trainable(clf.model) == clf.head.count_params()
+    assert clf.extractor.get_layer("preprocess").mode == "tf"
 
 
 def test_imagenet_weights_from_env(fake_mnv2, no_local_keras, monkeypatch):
@@ -164,7 +213,7 @@ def test_weights_from_a_file_path(fake_mnv2):
     clf = build_classifier("mobilenetv2", 2, alpha=0.35, img_size=96, weights=str(path),
                            input_shape=(96, 96, 3))
     assert clf.weights_source == f"file:{path.resolve()}"
-    assert "resize" not in [l.name for l in clf.model.layers]
+    assert "resize" not in [l.name for l in clf.extractor.layers]
     assert all(np.array_equal(a, b) for a, b in zip(clf.backbone.get_weights(), saved))
 
 
@@ -221,7 +270,7 @@ def _bn_all_frozen(backbone):
 def test_freeze_and_unfreeze_last_n(pretrained):
     clf = pretrained
     models.freeze_backbone(clf)
-    head_params = clf.model.get_layer("head").count_params()
+    head_params = clf.head.count_params()
     assert models.count_trainable(clf.model) == head_params
     report = models.param_report(clf.model)
     assert report == (f"{clf.model.name}: {head_params:,} trainable / "

@@ -2,10 +2,17 @@
 
 A frozen backbone maps an image to the same features every epoch, so they are computed
 once per (backbone, weights, data, image size, preprocessing, flip, backend) with batched
-inference and kept on disk under a key that changes when any of those change.
+inference and kept on disk under a key that changes when any of those change. Features
+come from :func:`tlkit.models.build_extractor` and heads are :func:`tlkit.models.head_model`,
+the two halves of ``build_classifier``'s model: ``build_classifier(..., head=head)`` puts a
+head trained here into the full image classifier.
+
+A damaged cache entry is removed with a warning and rebuilt, a disk that cannot be written
+means running without the cache, and temporary files of killed runs are cleaned up.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -15,52 +22,36 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from keras import layers, ops
 
+from tlkit.cnn import HorizontalFlip, adapt
 from tlkit.data import Dataset, cache_dir, fingerprint, stratified_split
-from tlkit.models import Preprocess, ToFloat, build_backbone, get_spec, resolve_weights
-from tlkit.system import write_json
+from tlkit.models import build_extractor, get_spec, head_model, resolve_weights
+from tlkit.system import cache_load, cache_store, clean_temp_files, write_json
 from tlkit.train import TrainResult, fit
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 
-@keras.saving.register_keras_serializable(package="tlkit")
-class HorizontalFlip(layers.Layer):
-    """Mirror images left to right (a fixed, not random, flip)."""
-
-    def call(self, x):
-        return ops.flip(x, axis=2)
-
-
-def feature_extractor(base: str, input_shape: tuple[int, int, int], img_size: int | None = None,
-                      weights: str | None = None, alpha: float | None = None,
-                      weights_dir: str | Path | None = None, flip: bool = False
-                      ) -> tuple[keras.Model, str]:
-    """uint8 images → (flip) → resize → preprocessing → frozen backbone → pooled features."""
-    spec = get_spec(base)
-    size = img_size or spec.default_size
-    backbone, source = build_backbone(base, size, weights, alpha, weights_dir)
-    backbone.trainable = False
-    inputs = keras.Input(input_shape, dtype="uint8")
-    x = ToFloat()(inputs)
-    if flip:
-        x = HorizontalFlip()(x)
-    if tuple(input_shape[:2]) != (size, size):
-        x = layers.Resizing(size, size)(x)
-    x = Preprocess(spec.preprocess)(x)
-    x = backbone(x, training=False)
-    if spec.pooling:
-        x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, x, name=f"{base}_features"), source
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    """SHA-256 of a file's content, memoised per (path, size, mtime, ctime, inode): a file
+    replaced in place changes its inode and ctime even where size and mtime are kept."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
-def _stamp(source: str) -> str:
-    """Weights source plus the file's size and mtime, so a replaced file changes the key."""
+def weights_stamp(source: str) -> str:
+    """What identifies a weights source in a cache key: for a file its size and content
+    hash (a replaced file changes the key; a touched, moved or copied one does not)."""
     path = source.split(":", 1)[-1]
     if os.path.isfile(path):
         st = os.stat(path)
-        return f"{source}|{st.st_size}|{st.st_mtime_ns}"
+        digest = _file_digest(os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                              st.st_ino)
+        return f"{st.st_size}|{digest}"
     return source
 
 
@@ -95,6 +86,20 @@ class Features:
                 "from_cache": dict(self.cached)}
 
 
+def _load_meta(path: Path, rows: int) -> dict:
+    meta = json.loads(path.read_text())
+    if meta["images"] != rows or not isinstance(meta["seconds"], (int, float)):
+        raise ValueError(f"metadata for {meta['images']} images, not {rows}")
+    return meta
+
+
+def _load_array(path: Path, rows: int) -> np.ndarray:
+    feats = np.load(path, allow_pickle=False)
+    if feats.ndim != 2 or len(feats) != rows:
+        raise ValueError(f"{feats.shape} features for {rows} images")
+    return feats
+
+
 def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
                      weights: str | None = None, alpha: float | None = None,
                      weights_dir: str | Path | None = None, flip_train: bool = False,
@@ -111,33 +116,47 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
         alpha = 1.0
     wanted = [s for s in ("train", "val", "test") if getattr(ds, f"x_{s}") is not None]
     jobs = [(s, False) for s in wanted] + ([("train", True)] if flip_train else [])
-    models: dict[bool, tuple[keras.Model, str]] = {}
+    extractor: keras.Model | None = None
+    flipped: keras.Model | None = None
     out: dict[str, np.ndarray] = {}
     cached: dict[str, bool] = {}
     seconds, images, params = 0.0, 0, None
     source = resolve_weights(base, weights, alpha, size, weights_dir)[1]
     # Random weights differ with every initialisation: their features are never cached.
     cache = cache and source != "random"
+    folder = cache_dir() / "features"
+    store = cache
+    if cache:
+        clean_temp_files(folder)
     for split, flip in jobs:
         name = split + ("_flip" if flip else "")
         x = getattr(ds, f"x_{split}")
-        key = hashlib.sha1(repr((FEATURES_VERSION, base, alpha, _stamp(source), size, spec.preprocess,
-                                 flip, keras.config.backend(), fingerprint(x))).encode()).hexdigest()[:20]
-        path = cache_dir() / "features" / f"{base}-{size}-{name}-{key}.npy"
+        key = hashlib.sha1(repr((FEATURES_VERSION, base, alpha, weights_stamp(source), size,
+                                 spec.preprocess, flip, keras.config.backend(),
+                                 fingerprint(x))).encode()).hexdigest()[:20]
+        path = folder / f"{base}-{size}-{name}-{key}.npy"
         meta_path = path.with_suffix(".json")
-        if cache and path.exists() and meta_path.exists():
-            out[name], cached[name] = np.load(path), True
-            meta = json.loads(meta_path.read_text())
+        meta = cache_load(meta_path, lambda p: _load_meta(p, len(x))) if cache else None
+        feats = cache_load(path, lambda p: _load_array(p, len(x))) if meta else None
+        if feats is not None:
+            out[name], cached[name] = feats, True
             seconds += meta["seconds"]
             images += meta["images"]
             params = meta["backbone_params"]
             continue
-        if flip not in models:
-            models[flip] = feature_extractor(base, ds.image_shape, size, weights, alpha, weights_dir, flip)
-            if flip and False in models:  # the same backbone for both: random weights differ per build
-                models[True][0].set_weights(models[False][0].get_weights())
-        model, source = models[flip]
-        params = model.count_params()
+        if extractor is None:
+            extractor, source = build_extractor(base, ds.image_shape, size, weights, alpha,
+                                                weights_dir)
+            extractor.trainable = False
+            if source == "random":  # as training would start: data-dependent layers fitted
+                adapt(extractor, ds.x_train)
+        model = extractor
+        if flip:  # the same extractor behind a fixed mirror: the same (even random) weights
+            if flipped is None:
+                inputs = keras.Input(ds.image_shape, dtype="uint8", name="image")
+                flipped = keras.Model(inputs, extractor(HorizontalFlip(name="flip")(inputs)))
+            model = flipped
+        params = extractor.count_params()
         model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # trace outside the timing
         start = time.perf_counter()
         feats = np.asarray(model.predict(x, batch_size=batch_size, verbose=verbose), dtype=np.float32)
@@ -145,53 +164,14 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
         seconds += took
         images += len(x)
         out[name], cached[name] = feats, False
-        if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.npy")
-            np.save(tmp, feats)
-            os.replace(tmp, path)
-            write_json({"seconds": took, "images": len(x), "backbone_params": params,
-                        "weights_source": source}, meta_path)
-    extractor = models[False][0] if False in models else None
+        # the array first, its metadata last: an entry counts only once both are complete;
+        # a disk that cannot take it (full, read-only) warns once and the run goes on uncached
+        if store:
+            store = cache_store(path, lambda tmp: np.save(tmp, feats), suffix=".npy") and \
+                cache_store(meta_path, lambda tmp: write_json(
+                    {"seconds": took, "images": len(x), "backbone_params": params,
+                     "weights_source": source}, tmp))
     return Features(base, size, source or "random", out, seconds, images, cached, extractor, params)
-
-
-@keras.saving.register_keras_serializable(package="tlkit")
-class Standardize(layers.Layer):
-    """(x − mean) / std with fixed statistics of the training features.
-
-    Random backbones give features of wildly different scales (1e-11 for a random
-    MobileNetV2); standardizing makes one learning rate work for every backbone.
-    """
-
-    def __init__(self, mean, std, **kwargs):
-        super().__init__(**kwargs)
-        self.mean_values = [float(v) for v in np.asarray(mean).ravel()]
-        self.std_values = [float(v) for v in np.asarray(std).ravel()]
-
-    def build(self, input_shape):
-        self.mean = self.add_weight(shape=(len(self.mean_values),), trainable=False, name="mean",
-                                    initializer=keras.initializers.Constant(self.mean_values))
-        self.std = self.add_weight(shape=(len(self.std_values),), trainable=False, name="std",
-                                   initializer=keras.initializers.Constant(self.std_values))
-
-    def call(self, x):
-        return (x - self.mean) / self.std
-
-    def get_config(self):
-        return {**super().get_config(), "mean": self.mean_values, "std": self.std_values}
-
-
-def head_model(dim: int, num_classes: int, dropout: float = 0.2, mean: np.ndarray | None = None,
-               std: np.ndarray | None = None) -> keras.Model:
-    """The classification head alone: pooled features → standardize → dropout → softmax."""
-    inputs = keras.Input((dim,), name="features")
-    x = inputs
-    if mean is not None and std is not None:
-        x = Standardize(mean, std, name="standardize")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
-    return keras.Model(inputs, outputs, name="head")
 
 
 def fit_head(feats: Features, ds: Dataset, *, epochs: int = 30, batch_size: int = 256,
@@ -212,49 +192,18 @@ def fit_head(feats: Features, ds: Dataset, *, epochs: int = 30, batch_size: int 
         x = np.concatenate([x, feats.splits["train_flip"][idx]])
         y = np.concatenate([y, y])
     x64 = x.astype(np.float64)
-    std = x64.std(0)
-    head = head_model(feats.dim, ds.num_classes, dropout, x64.mean(0), np.where(std > 0, std, 1.0))
+    mean, std = x64.mean(0), x64.std(0)
+    # A feature that varies less than the float32 round-off of the features' scale is
+    # constant: dividing by its "std" would blow round-off (which differs between backends
+    # and graphs) up into signal.
+    std = np.where(std > 1e-5 * np.abs(x64).max(initial=0.0), std, 1.0)
+    head = head_model(feats.dim, ds.num_classes, dropout, mean, std)
     val = (feats.splits["val"], ds.y_val) if "val" in feats.splits else None
     result = fit(head, x, y, validation=val, num_classes=ds.num_classes, epochs=epochs,
                  batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                  label_smoothing=label_smoothing, early_stopping=early_stopping,
                  class_weight=class_weight, verbose=verbose)
     return head, result
-
-
-def attach_head(feats: Features, head: keras.Model, ds: Dataset, alpha: float | None = None,
-                weights_dir: str | Path | None = None) -> keras.Model:
-    """The full image classifier (uint8 images in) made of the extractor and a trained head.
-
-    Uses the extractor of this session's extraction, or rebuilds it from the weights file
-    when the features came from the cache (only pretrained features are cached).
-    """
-    extractor = feats.extractor
-    if extractor is None:
-        source = feats.weights_source
-        weights = "imagenet" if source == "imagenet:download" else source.split(":", 1)[1]
-        extractor, _ = feature_extractor(feats.base, ds.image_shape, feats.img_size, weights,
-                                         alpha, weights_dir)
-    outputs = head(extractor.output)
-    return keras.Model(extractor.input, outputs, name=f"{feats.base}_classifier")
-
-
-def copy_head(head: keras.Model, clf) -> None:
-    """Start a full classifier (``build_classifier``) from a head trained on features.
-
-    The head's standardization is folded into the classifier's Dense layer:
-    W' = W / std, b' = b − (mean / std) · W.
-    """
-    w, b = head.get_layer("head").get_weights()
-    try:
-        std_layer = head.get_layer("standardize")
-    except ValueError:
-        std_layer = None
-    if std_layer is not None:
-        mean = np.asarray(std_layer.mean_values)[:, None]
-        std = np.asarray(std_layer.std_values)[:, None]
-        w, b = w / std, b - ((mean / std) * w).sum(0)
-    clf.model.get_layer("head").set_weights([w.astype(np.float32), b.astype(np.float32)])
 
 
 @dataclass

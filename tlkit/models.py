@@ -1,8 +1,10 @@
 """Models: one registry from a name to how to build, preprocess and load weights.
 
 ``build_classifier("mobilenetv2", 10, input_shape=(32, 32, 3), img_size=160)`` returns
-one Keras model: uint8 images at native size → float → augmentation → resizing →
-the backbone's own preprocessing → backbone → pooling → dropout → softmax.
+one Keras model made of two halves: uint8 images at native size → float → augmentation
+(training only) → the *extractor* (resizing → the backbone's own preprocessing → backbone →
+pooling) → the *head* (standardize → dropout → softmax). The frozen-feature cache
+(``tlkit.features``) uses the same extractor and trains the same head.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from tlkit import TlkitError
@@ -275,28 +278,107 @@ def build_backbone(name: str, img_size: int | None = None, weights: str | Path |
 
 # --------------------------------------------------------------------------- classifier
 
-AUGMENTATIONS = {
-    "flip": lambda: layers.RandomFlip("horizontal"),
-    "translate": lambda: layers.RandomTranslation(0.125, 0.125, fill_mode="reflect"),
-    "rotate": lambda: layers.RandomRotation(0.05, fill_mode="reflect"),
-    "zoom": lambda: layers.RandomZoom(0.1, fill_mode="reflect"),
-    "contrast": lambda: layers.RandomContrast(0.1),
+AUGMENTATIONS = {  # name → a layer factory; the layer is named "augment_<name>"
+    "flip": lambda name: layers.RandomFlip("horizontal", name=name),
+    "translate": lambda name: layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", name=name),
+    "rotate": lambda name: layers.RandomRotation(0.05, fill_mode="reflect", name=name),
+    "zoom": lambda name: layers.RandomZoom(0.1, fill_mode="reflect", name=name),
+    "contrast": lambda name: layers.RandomContrast(0.1, name=name),
 }
 DEFAULT_AUGMENT = ("flip", "translate")
 
 
+@keras.saving.register_keras_serializable(package="tlkit")
+class Standardize(layers.Layer):
+    """(x − mean) / std with fixed statistics of the training features, in float32.
+
+    Random backbones give features of wildly different scales (1e-11 for a random
+    MobileNetV2); standardizing makes one learning rate work for every backbone.
+    """
+
+    def __init__(self, mean, std, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.mean_values = [float(v) for v in np.asarray(mean).ravel()]
+        self.std_values = [float(v) for v in np.asarray(std).ravel()]
+
+    def build(self, input_shape):
+        self.mean = self.add_weight(shape=(len(self.mean_values),), trainable=False, name="mean",
+                                    initializer=keras.initializers.Constant(self.mean_values))
+        self.std = self.add_weight(shape=(len(self.std_values),), trainable=False, name="std",
+                                   initializer=keras.initializers.Constant(self.std_values))
+
+    def call(self, x):
+        return (x - self.mean) / self.std
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean_values, "std": self.std_values}
+
+
+def build_extractor(base: str, input_shape: tuple[int, int, int] = (32, 32, 3),
+                    img_size: int | None = None, weights: str | Path | None = None,
+                    alpha: float | None = None, weights_dir: str | Path | None = None
+                    ) -> tuple[keras.Model, str]:
+    """The classifier's first half: 0-255 RGB images (uint8 arrays are cast exactly) →
+    resize → the backbone's preprocessing → backbone → pooled features.
+
+    Returns (extractor, weights source). The backbone is the extractor's layer ``backbone``;
+    a pretrained one is called with ``training=False`` (BatchNormalization in inference mode).
+    """
+    spec = get_spec(base)
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ModelError(f"input_shape must be (height, width, 3) for RGB images, not {input_shape}")
+    size = img_size or spec.default_size
+    backbone, source = build_backbone(base, size, weights, alpha, weights_dir)
+    inputs = keras.Input(input_shape, dtype="float32", name="image")
+    x = inputs
+    if tuple(input_shape[:2]) != (size, size):
+        x = layers.Resizing(size, size, name="resize")(x)
+    x = Preprocess(spec.preprocess, name="preprocess")(x)
+    x = backbone(x, training=False) if source != "random" else backbone(x)
+    if spec.pooling:
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, x, name="extractor"), source
+
+
+def head_model(dim: int, num_classes: int, dropout: float = 0.2, mean: np.ndarray | None = None,
+               std: np.ndarray | None = None) -> keras.Model:
+    """The classifier's second half: pooled features → (standardize) → dropout → softmax.
+
+    ``mean`` and ``std`` (both or neither) are the training features' statistics.
+    """
+    if num_classes < 2:
+        raise ModelError(f"a classifier needs at least 2 classes, not {num_classes}")
+    inputs = keras.Input((dim,), name="features")
+    x = inputs
+    if mean is not None and std is not None:
+        x = Standardize(mean, std, name="standardize")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="classes")(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
 @dataclass
 class Classifier:
-    """A built classifier and what it is made of."""
+    """A built classifier, ``model(image) = head(extractor(augment(image)))``, and its parts.
+
+    Augmentation acts in training only; ``extractor`` and ``head`` are the same layers the
+    model uses, so a head trained on the extractor's cached features is the model's head.
+    """
 
     model: keras.Model
-    backbone: keras.Model
+    extractor: keras.Model
+    head: keras.Model
     base: str
     weights_source: str
     img_size: int
     num_classes: int
     alpha: float | None = None
     augment: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def backbone(self) -> keras.Model:
+        return self.extractor.get_layer("backbone")
 
     @property
     def transfer(self) -> bool:
@@ -316,44 +398,41 @@ def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int
                      img_size: int | None = None, weights: str | Path | None = None,
                      alpha: float | None = None, weights_dir: str | Path | None = None,
                      augment: bool | Sequence[str] | None = None, dropout: float = 0.2,
-                     freeze: bool | None = None) -> Classifier:
+                     freeze: bool | None = None, head: keras.Model | None = None) -> Classifier:
     """Build the course's classifier around a registry backbone.
 
-    ``weights`` is ``imagenet``, ``none`` or a file path (default: imagenet for pretrained
-    backbones, none for the from-scratch CNNs). ``freeze`` defaults to True for a
-    pretrained backbone. A pretrained backbone is called with ``training=False`` so its
-    BatchNormalization layers stay in inference mode, also once unfrozen.
+    uint8 images → float → augmentation (training only) → :func:`build_extractor` →
+    :func:`head_model` (or ``head``, e.g. one trained on cached features by
+    ``features.fit_head``: it is used as it is). ``weights`` is ``imagenet``, ``none`` or a
+    file path (default: imagenet for pretrained backbones, none for the from-scratch CNNs).
+    ``freeze`` defaults to True for a pretrained backbone.
     """
     spec = get_spec(base)
     if num_classes < 2:
         raise ModelError(f"a classifier needs at least 2 classes, not {num_classes}")
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ModelError(f"input_shape must be (height, width, 3) for RGB images, not {input_shape}")
-    size = img_size or spec.default_size
-    backbone, source = build_backbone(base, size, weights, alpha, weights_dir)
-    if spec.alphas and alpha is None:
-        alpha = 1.0
     aug = tuple(DEFAULT_AUGMENT if augment is True else (augment or ()))
     unknown = [a for a in aug if a not in AUGMENTATIONS]
     if unknown:
         raise ModelError(f"unknown augmentation(s) {unknown}; choose from {list(AUGMENTATIONS)}")
+    size = img_size or spec.default_size
+    extractor, source = build_extractor(base, input_shape, size, weights, alpha, weights_dir)
+    dim = int(extractor.output_shape[-1])
+    if head is None:
+        head = head_model(dim, num_classes, dropout)
+    elif tuple(head.input_shape[1:]) != (dim,) or head.output_shape[-1] != num_classes:
+        raise ModelError(f"the head maps {tuple(head.input_shape[1:])} features to "
+                         f"{head.output_shape[-1]} classes; {base} at {size} px gives ({dim},) "
+                         f"features and the data has {num_classes} classes")
+    if spec.alphas and alpha is None:
+        alpha = 1.0
 
     inputs = keras.Input(input_shape, dtype="uint8", name="image")
     x = ToFloat(name="to_float")(inputs)
     for a in aug:
-        x = AUGMENTATIONS[a]()(x)
-    if tuple(input_shape[:2]) != (size, size):
-        x = layers.Resizing(size, size, name="resize")(x)
-    x = Preprocess(spec.preprocess, name="preprocess")(x)
-    pretrained = source != "random"
-    x = backbone(x, training=False) if pretrained else backbone(x)
-    if spec.pooling:
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
-    model = keras.Model(inputs, outputs, name=f"{base}_classifier")
-    clf = Classifier(model, backbone, spec.name, source, size, num_classes, alpha, aug)
-    if freeze if freeze is not None else pretrained:
+        x = AUGMENTATIONS[a](f"augment_{a}")(x)
+    model = keras.Model(inputs, head(extractor(x)), name=f"{base}_classifier")
+    clf = Classifier(model, extractor, head, spec.name, source, size, num_classes, alpha, aug)
+    if freeze if freeze is not None else clf.transfer:
         freeze_backbone(clf)
     return clf
 

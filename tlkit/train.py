@@ -5,6 +5,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -53,30 +54,38 @@ def _supports_bf16() -> bool:
     return True  # JAX on GPU/TPU: bfloat16 is native on current hardware
 
 
-_STRATEGY = None
+_STRATEGIES: dict[tuple[str, ...] | None, object] = {}
 
 
-def device_scope():
-    """Data parallelism over several accelerators with Keras's own tools, else nothing.
+def device_scope(devices: Sequence[str] | None = None):
+    """Data parallelism with Keras's own tools over several devices, else nothing.
 
-    JAX: ``keras.distribution.DataParallel`` (set globally). TensorFlow:
-    ``tf.distribute.MirroredStrategy`` (build and compile models inside the returned scope).
-    One device or none: a scope that does nothing.
+    ``devices`` names them the way ``keras.distribution.list_devices()`` does (``"gpu:0"``,
+    ``"cpu:1"``: e.g. the CPU split into logical devices); by default every accelerator is
+    used when there are at least two. JAX: ``keras.distribution.DataParallel`` (set
+    globally). TensorFlow: ``tf.distribute.MirroredStrategy`` (build and compile models
+    inside the returned scope). Fewer than two devices, or torch: a scope that does nothing.
     """
-    devices = accelerators()
-    if len(devices) < 2:
-        return contextlib.nullcontext()
+    if devices is None:
+        if len(accelerators()) < 2:
+            return contextlib.nullcontext()
+        key = None
+    else:
+        key = tuple(d.lower() for d in devices)
+        if len(key) < 2:
+            return contextlib.nullcontext()
     backend = keras.config.backend()
     if backend == "jax":
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        keras.distribution.set_distribution(keras.distribution.DataParallel(
+            devices=list(key) if key else None))
         return contextlib.nullcontext()
     if backend == "tensorflow":
-        global _STRATEGY
-        if _STRATEGY is None:
+        if key not in _STRATEGIES:
             import tensorflow as tf
 
-            _STRATEGY = tf.distribute.MirroredStrategy()
-        return _STRATEGY.scope()
+            _STRATEGIES[key] = tf.distribute.MirroredStrategy(
+                devices=[f"/{d}" for d in key] if key else None)
+        return _STRATEGIES[key].scope()
     return contextlib.nullcontext()  # torch: Keras runs on one GPU; use torchrun for more
 
 
