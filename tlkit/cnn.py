@@ -108,6 +108,7 @@ def adapt(model: keras.Model, x: np.ndarray, max_images: int = 5000, seed: int =
 
     The layer sees the images after the classifier's own preprocessing, so a sample is run
     through the model up to the backbone's input (the ``preprocess`` layer) first.
+    :func:`tlkit.train.fit` calls this before it trains.
     """
     todo = [(owner, layer) for owner, layer in _whitening_layers(model)
             if float(ops.convert_to_numpy(layer.adapted)) == 0.0]
@@ -116,7 +117,9 @@ def adapt(model: keras.Model, x: np.ndarray, max_images: int = 5000, seed: int =
     rng = np.random.default_rng(seed)
     sample = x[rng.choice(len(x), min(max_images, len(x)), replace=False)]
     try:
-        pre = keras.Model(model.inputs, model.get_layer("preprocess").output)
+        # a classifier holds its preprocessing in its "extractor" half (models.build_extractor)
+        owner = next((lyr for lyr in model.layers if lyr.name == "extractor"), model)
+        pre = keras.Model(owner.inputs, owner.get_layer("preprocess").output)
         sample = np.asarray(pre.predict(sample, batch_size=500, verbose=0))
     except ValueError:  # the bare body: it takes the images as they are
         sample = sample.astype("float32")

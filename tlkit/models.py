@@ -19,6 +19,7 @@ import numpy as np
 from keras import layers, ops
 
 from tlkit import TlkitError
+from tlkit.cnn import baseline_cnn_body, fast_cnn_body
 from tlkit.system import download_timeout
 
 
@@ -63,44 +64,6 @@ class Preprocess(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
-
-
-# --------------------------------------------------------------------------- from-scratch bodies
-
-def cnn_body(input_shape: tuple, widths: Sequence[int] = (64, 128, 256), name: str = "cnn") -> keras.Model:
-    """The course's from-scratch CNN: a stem and three conv-pool-BN-GELU blocks.
-
-    In the spirit of fast CIFAR-10 recipes (airbench): few wide blocks, max pooling,
-    batch norm and GELU, about 1M parameters, ~90 MFLOPs per 32-px image.
-    """
-    inputs = keras.Input(input_shape)
-    x = layers.Conv2D(widths[0] // 2, 3, padding="same", use_bias=False)(inputs)
-    x = layers.BatchNormalization(momentum=0.9)(x)
-    x = layers.Activation("gelu")(x)
-    for w in widths:
-        x = layers.Conv2D(w, 3, padding="same", use_bias=False)(x)
-        x = layers.MaxPooling2D()(x)
-        x = layers.BatchNormalization(momentum=0.9)(x)
-        x = layers.Activation("gelu")(x)
-        y = layers.Conv2D(w, 3, padding="same", use_bias=False)(x)
-        y = layers.BatchNormalization(momentum=0.9)(y)
-        y = layers.Activation("gelu")(y)
-        x = layers.Add()([x, y])
-    return keras.Model(inputs, x, name=name)
-
-
-def baseline_cnn_body(input_shape: tuple, name: str = "baseline_cnn") -> keras.Model:
-    """The seed-style baseline of earlier student projects: two conv blocks (32, 64), Dense 512."""
-    inputs = keras.Input(input_shape)
-    x = inputs
-    for f in (32, 64):
-        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
-        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
-        x = layers.MaxPooling2D()(x)
-        x = layers.Dropout(0.25)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(512, activation="relu")(x)
-    return keras.Model(inputs, x, name=name)
 
 
 # --------------------------------------------------------------------------- registry
@@ -151,8 +114,8 @@ def _fixed(names: list[str]) -> Callable[[float | None, int], list[str]]:
 
 REGISTRY: dict[str, ModelSpec] = {
     s.name: s for s in [
-        ModelSpec("cnn", lambda input_shape, weights=None, alpha=None: cnn_body(input_shape),
-                  32, "unit", paper="this course"),
+        ModelSpec("cnn", lambda input_shape, weights=None, alpha=None: fast_cnn_body(input_shape),
+                  32, "unit", pooling=False, paper="this course, after airbench"),
         ModelSpec("baseline_cnn", lambda input_shape, weights=None, alpha=None:
                   baseline_cnn_body(input_shape), 32, "unit", pooling=False,
                   paper="seed-style student baseline"),

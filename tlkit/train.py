@@ -10,6 +10,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from tlkit.cnn import adapt
 from tlkit.data import Dataset, class_weights
 from tlkit.models import Classifier, freeze_backbone, unfreeze
 from tlkit.system import accelerators
@@ -153,6 +154,7 @@ def fit(model: keras.Model | Classifier, x: np.ndarray, y: np.ndarray, *,
     model = model.model if isinstance(model, Classifier) else model
     k = num_classes or int(model.output_shape[-1])
     steps = epochs * int(np.ceil(len(x) / batch_size))
+    adapt(model, x)  # data-dependent first layers (the fast CNN's patch whitening), once
     if compile:
         compile_model(model, lr, steps=steps, schedule=schedule, weight_decay=weight_decay,
                       label_smoothing=label_smoothing)
