@@ -145,6 +145,17 @@ def test_train_result_extend():
     assert a.wall_seconds == 5.0 and a.images_per_second == 6.0 and a.epochs == 3
 
 
+def test_history_has_seconds_for_accuracy_against_time():
+    a = TrainResult({"loss": [1.0], "seconds": [2.0]}, 2.0, 10)
+    a.extend(TrainResult({"loss": [0.5, 0.4], "seconds": [1.0, 3.0]}, 3.0, 20), "finetune")
+    assert a.history["seconds"] == [2.0, 3.0, 5.0]  # phase 2 continues the clock
+    x = np.zeros((8, 4), np.float32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    result = fit(model, x, np.arange(8) % 2, epochs=3, batch_size=4, verbose=0)
+    t = result.history["seconds"]
+    assert len(t) == 3 and 0 < t[0] < t[1] < t[2] <= result.wall_seconds + 1e-6
+
+
 def test_precision_on_cpu():
     assert train.configure_precision() in ("float32", "mixed_bfloat16", "mixed_float16")
     if not train.accelerators():

@@ -107,9 +107,12 @@ class TrainResult:
         return len(self.history.get("loss", []))
 
     def extend(self, other: "TrainResult", phase: str) -> "TrainResult":
-        """Append another run's history (e.g. phase 2 after phase 1)."""
+        """Append another run's history (e.g. phase 2 after phase 1); its ``seconds``
+        continue from this run's wall time."""
         n = other.epochs
         for k, v in other.history.items():
+            if k == "seconds":
+                v = [t + self.wall_seconds for t in v]
             self.history.setdefault(k, []).extend(v)
         self.history.setdefault("phase", []).extend([phase] * n)
         self.wall_seconds += other.wall_seconds
@@ -139,6 +142,18 @@ def compile_model(model: keras.Model, lr: float = 1e-3, *, steps: int | None = N
                   metrics=["accuracy"], jit_compile=jit_compile)
 
 
+class EpochClock(keras.callbacks.Callback):
+    """Adds ``seconds`` (wall time since training began) to each epoch's logs, so every
+    history can be drawn as accuracy against time."""
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = time.perf_counter() - self.start
+
+
 def fit(model: keras.Model | Classifier, x: np.ndarray, y: np.ndarray, *,
         validation: tuple[np.ndarray, np.ndarray] | None = None, num_classes: int | None = None,
         epochs: int = 10, batch_size: int = 64, lr: float = 1e-3, schedule: str = "cosine",
@@ -158,7 +173,7 @@ def fit(model: keras.Model | Classifier, x: np.ndarray, y: np.ndarray, *,
     if compile:
         compile_model(model, lr, steps=steps, schedule=schedule, weight_decay=weight_decay,
                       label_smoothing=label_smoothing)
-    callbacks: list[keras.callbacks.Callback] = []
+    callbacks: list[keras.callbacks.Callback] = [EpochClock()]
     if early_stopping and validation is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=early_stopping, restore_best_weights=True))
