@@ -284,3 +284,18 @@ def test_weights_stamp_is_memoised(cnn_weights, monkeypatch):
     info = features._file_digest.cache_info()
     assert info.misses == 1 and info.hits == 1
     assert features.weights_stamp("imagenet:download") == "imagenet:download"
+
+
+def test_head_on_a_share_is_scored_on_the_images_it_trained_on(tiny_ds):
+    """The data-size ablation: train accuracy comes from the trained share, not the whole split."""
+    from tlkit.features import evaluate_head, extract_features, fit_head, train_indices
+
+    feats = extract_features("mobilenetv2", tiny_ds, img_size=32, weights="none", alpha=0.35, cache=False)
+    head, _ = fit_head(feats, tiny_ds, epochs=2, train_fraction=0.25, seed=0)
+    idx = train_indices(tiny_ds.y_train, 0.25, seed=0)
+    assert 0 < len(idx) < len(tiny_ds.y_train)
+    ev = evaluate_head(head, feats, tiny_ds, train_fraction=0.25, seed=0)
+    assert ev["train"]["n"] == len(idx)
+    proba = np.asarray(head.predict(feats.splits["train"][idx], verbose=0))
+    assert ev["train"]["accuracy"] == pytest.approx(float((proba.argmax(1) == tiny_ds.y_train[idx]).mean()))
+    assert ev["test"]["n"] == len(tiny_ds.y_test)

@@ -12,6 +12,7 @@ means running without the cache, and temporary files of killed runs are cleaned 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -174,6 +175,25 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
     return Features(base, size, source or "random", out, seconds, images, cached, extractor, params)
 
 
+def train_indices(y: np.ndarray, train_fraction: float = 1.0, seed: int = 0) -> np.ndarray:
+    """The training images a head learns from: all, or a seeded, stratified share."""
+    if train_fraction >= 1.0:
+        return np.arange(len(y))
+    return stratified_split(y, train_fraction, seed)[1]
+
+
+def evaluate_head(head: keras.Model, feats: Features, ds: Dataset, *, train_fraction: float = 1.0,
+                  seed: int = 0) -> dict:
+    """Score a head on the cached features of every split. The train split is scored on the
+    images the head was trained on (its share of the training split), so a train − test gap
+    compares like with like."""
+    from tlkit.evaluate import evaluate
+
+    idx = train_indices(ds.y_train, train_fraction, seed)
+    trained = dataclasses.replace(ds, x_train=ds.x_train[idx], y_train=ds.y_train[idx])
+    return evaluate(head, trained, inputs={**feats.splits, "train": feats.splits["train"][idx]}, seed=seed)
+
+
 def fit_head(feats: Features, ds: Dataset, *, epochs: int = 30, batch_size: int = 256,
              lr: float = 1e-3, dropout: float = 0.2, weight_decay: float = 1e-4,
              label_smoothing: float = 0.0, early_stopping: int | None = 5,
@@ -182,11 +202,10 @@ def fit_head(feats: Features, ds: Dataset, *, epochs: int = 30, batch_size: int 
              ) -> tuple[keras.Model, TrainResult]:
     """Train a fresh head on cached features (plus mirrored copies when present).
 
-    ``train_fraction`` < 1 trains on a seeded, stratified share of the training split.
+    ``train_fraction`` < 1 trains on a seeded, stratified share of the training split
+    (:func:`train_indices`); score it with :func:`evaluate_head` and the same arguments.
     """
-    idx = np.arange(len(ds.y_train))
-    if train_fraction < 1.0:
-        idx = stratified_split(ds.y_train, train_fraction, seed)[1]
+    idx = train_indices(ds.y_train, train_fraction, seed)
     x, y = feats.splits["train"][idx], ds.y_train[idx]
     if use_flips and "train_flip" in feats.splits:
         x = np.concatenate([x, feats.splits["train_flip"][idx]])
@@ -237,7 +256,6 @@ def probe(base: str, ds: Dataset, *, img_size: int | None = None, weights: str |
     With ``fallback_to_random``, a backbone whose ImageNet weights are neither local nor
     downloadable is built with random weights instead, and the run says so in ``note``.
     """
-    from tlkit.evaluate import evaluate
     from tlkit.models import ModelError
 
     note = ""
@@ -251,5 +269,6 @@ def probe(base: str, ds: Dataset, *, img_size: int | None = None, weights: str |
         feats = extract_features(base, ds, img_size=img_size, weights="none", alpha=alpha,
                                  flip_train=flip_train, batch_size=batch_size, cache=False)
     head, result = fit_head(feats, ds, **head_kwargs)
-    evaluation = evaluate(head, ds, inputs=feats.splits)
+    evaluation = evaluate_head(head, feats, ds, train_fraction=head_kwargs.get("train_fraction", 1.0),
+                               seed=head_kwargs.get("seed", 0))
     return ProbeRun(feats, head, result, evaluation, note)
