@@ -124,23 +124,29 @@ def _bench(total: float) -> dict:
             "precision": "float32", "git_commit": "abcdef0123456789",
             "hardware": {"cpu": "Test CPU", "cores": 2, "gpus": []},
             "smoke_course_seconds": {"total": total, "status": "ok"},
-            "cpu_kernels": {"onednn_on_cnn_train_images_per_second": 123.4}}
+            "cpu_kernels": {"cpu_bf16": True, "cnn_train": {
+                "onednn_off_float32": 100.0, "onednn_on_float32": 123.4, "onednn_on_bfloat16": 150.0,
+                "precision_choice": "mixed_bfloat16"}}}
 
 
 def test_performance_page(root):
     assert "No benchmark results yet" in write_performance_page(root, None).read_text()
     ref = root / "book" / "reference" / "bench"
     ref.mkdir(parents=True)
-    (ref / "bench.json").write_text(json.dumps(_bench(201.5)))
+    (ref / "bench.json").write_text(json.dumps(_bench(301.5)))
     run = root / "run"
     run.mkdir()
     (run / "bench.json").write_text(json.dumps(_bench(99.0)))
     page = write_performance_page(root, run).read_text()
     assert "No benchmark results yet" not in page
     assert re.findall(r"^## (\w+): `cpu` suite", page, re.M) == ["bench", "run"]
-    measured = [r["measured"] for rows in [_tables(page)[h] for h in _tables(page)] for r in rows]
-    assert measured == ["201.5 s (ok)", "99.0 s (ok)"]
-    assert "onednn on: 123.4" in page and "**Machine:** Test CPU (2 cores)" in page
+    goals = [r for h in _tables(page) for r in _tables(page)[h] if "measured" in r]
+    assert [r["measured"] for r in goals if r["goal"] == "fast CPU kernels"] == [
+        "CNN training 100.0 → 123.4 img/s with oneDNN (bfloat16: 150.0; chosen: mixed_bfloat16)"] * 2
+    smoke = [r for r in goals if r["goal"].startswith("smoke course")]
+    assert [(r["measured"], r["verdict"]) for r in smoke] == [("302 s (ok)", "**not met**"), ("99 s (ok)", "**met**")]
+    assert "| cnn train | 100.0 | 123.4 | 150.0 | mixed_bfloat16 |" in page
+    assert "**Machine:** Test CPU (2 cores)" in page
     (ref / "bench.json").write_text("{cut")
     with pytest.raises(TlkitError, match="bench.json is not a bench.json"):
         write_performance_page(root, run)

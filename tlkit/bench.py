@@ -20,27 +20,31 @@ from tlkit.records import environment
 from tlkit.system import write_json
 
 SUITES = {
-    # frozen: sizes and training images per class; scratch/baseline: time budgets in seconds
-    "smoke": dict(dataset="synthetic", limit=None, sizes=[32, 64], frozen_weights="none",
-                  scratch_budget=20, baseline_budget=15, models=["cnn", "mobilenetv2"],
-                  model_sizes=[32], train_batch=16, steps=2),
-    "cpu": dict(dataset="cifar10", limit=1000, sizes=[32, 96, 160], frozen_weights="imagenet",
-                scratch_budget=900, baseline_budget=300, scratch_limit=None,
+    # profile: the course profile whose notebook settings the scratch, frozen and fine-tuning
+    # parts use (one source for the course and the bench); extra_alphas: MobileNetV2 widths
+    # probed beside the profile's own; baseline_budget: seconds for the seed-style baseline.
+    "smoke": dict(profile="smoke", extra_alphas=[], baseline_budget=15,
+                  models=["cnn", "mobilenetv2"], model_sizes=[32], train_batch=16, steps=2,
+                  kernel_batch=32, kernel_steps=2),
+    "cpu": dict(profile="cpu", extra_alphas=[0.35], baseline_budget=300,
                 models=["cnn", "resnet50", "resnet101", "resnet152", "vgg16", "vgg19", "efficientnetb0",
                         "efficientnetb3", "mobilenetv2", "mobilenetv3large"],
-                model_sizes=[128], train_batch=16, steps=2),
-    "gpu": dict(dataset="cifar10", limit=None, sizes=[32, 96, 160, 224], frozen_weights="imagenet",
-                scratch_budget=900, baseline_budget=300, scratch_limit=None,
+                model_sizes=[128], train_batch=16, steps=2, kernel_batch=256, kernel_steps=6),
+    "gpu": dict(profile="gpu", extra_alphas=[0.35], baseline_budget=300,
                 models=["cnn", "resnet50", "resnet101", "resnet152", "vgg16", "vgg19", "efficientnetb0",
                         "efficientnetb3", "mobilenetv2", "mobilenetv3large"],
-                model_sizes=[224], train_batch=128, steps=10),
+                model_sizes=[224], train_batch=128, steps=10, kernel_batch=256, kernel_steps=10),
 }
-PARTS = ("course", "kernels", "scratch", "frozen", "models")
+PARTS = ("course", "kernels", "scratch", "frozen", "finetune", "models")
+SCRATCH_SECONDS, FINETUNE_SECONDS = 900, 2700
 GOALS = {
     "smoke_course_seconds": ("smoke course on 2 CPU cores (TensorFlow)", "<= 300 s"),
-    "scratch": ("from scratch on CIFAR-10, 2 CPU cores", ">= 0.85 test accuracy in <= 900 s of training, "
-                "above the seed-style baseline"),
+    "scratch": ("CNN from scratch on CIFAR-10, 2 CPU cores", ">= 0.85 test accuracy in <= 900 s of "
+                "training, above the seed-style baseline of the same run"),
     "frozen": ("frozen ImageNet MobileNetV2 on CIFAR-10", ">= 0.80 test accuracy at the best input size"),
+    "finetune": ("fine-tuned MobileNetV2 on CIFAR-10, 2 CPU cores", "above the CNN from scratch on the "
+                 "same test set, in <= 45 min (features, head and fine-tuning)"),
+    "kernels": ("fast CPU kernels", "oneDNN on faster than off; bfloat16 only where it wins"),
     "gpu": ("full gpu course on one H100; ResNet50/MobileNetV2 224-px training img/s", "<= 1200 s; within 2x "
             "of published figures (ResNet-50 ~2,470 img/s mixed precision on an A100)"),
 }
@@ -88,7 +92,8 @@ def measure_model(name: str, size: int, num_classes: int = 10, train_batch: int 
     """Training and inference images/s of one registry model at one input size, with FLOPs.
 
     Training is timed both in ``fit`` (input pipeline included) and as steps on one batch
-    held in memory: if ``fit`` is much slower, the input pipeline is the bottleneck.
+    held in memory: if ``fit`` is much slower, the input pipeline is the bottleneck. The
+    precision is the global Keras policy in force.
     """
     import keras
 
@@ -120,39 +125,55 @@ def measure_model(name: str, size: int, num_classes: int = 10, train_batch: int 
     infer_ips = len(xi) / (time.perf_counter() - t)
     flops = forward_flops(clf.model)
     return {"model": name, "img_size": size, "params": clf.model.count_params(), "forward_flops": flops,
+            "precision": keras.mixed_precision.global_policy().name,
             "train_images_per_second": round(fit_ips, 2), "train_step_images_per_second": round(step_ips, 2),
             "inference_images_per_second": round(infer_ips, 2),
             "train_flops_per_second": round(3 * flops * fit_ips), "inference_flops_per_second":
                 round(flops * infer_ips)}
 
 
-def onednn_probe() -> dict:
-    """Training images/s of the course CNN with TensorFlow's oneDNN kernels off and on
-    (each in a fresh process, since the switch is read when TensorFlow loads)."""
+KERNEL_CASES = {  # workload: (model, input px, the figure that counts)
+    "cnn_train": ("cnn", 32, "train_step_images_per_second"),
+    "mobilenetv2_inference": ("mobilenetv2", 128, "inference_images_per_second"),
+}
+
+
+def kernel_probe(batch: int = 256, steps: int = 6) -> dict:
+    """Images/s of the course's two CPU workloads (CNN training, MobileNetV2 inference) with
+    TensorFlow's oneDNN kernels off and on, in float32 and in mixed bfloat16; each setting
+    in a fresh process, since oneDNN is chosen when TensorFlow loads. Says which precision
+    wins per workload on this CPU (bfloat16 is emulated, and slow, without AVX512-BF16/AMX)."""
     import keras
+
+    from tlkit.system import cpu_bf16
 
     if keras.config.backend() != "tensorflow":
         return {}
-    code = ("import json,tlkit.bench as b; print(json.dumps(b.measure_model('cnn', 32, train_batch=128, "
-            "steps=8)['train_images_per_second']))")
-    out = {}
-    for flag in ("0", "1"):
-        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-        out[f"onednn_{'on' if flag == '1' else 'off'}_cnn_train_images_per_second"] = (
-            float(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None)
+    settings = [("0", "float32"), ("1", "float32"), ("1", "mixed_bfloat16")]
+    out: dict = {"cpu_bf16": cpu_bf16()}
+    for workload, (model, size, figure) in KERNEL_CASES.items():
+        row = {}
+        for flag, policy in settings:
+            code = ("import json, keras, tlkit.bench as b; "
+                    f"keras.mixed_precision.set_global_policy('{policy}'); "
+                    f"r = b.measure_model('{model}', {size}, train_batch={batch}, steps={steps}, "
+                    f"infer_batch={batch}); print(json.dumps(r['{figure}']))")
+            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+            key = f"onednn_{'on' if flag == '1' else 'off'}_{policy.replace('mixed_', '')}"
+            row[key] = float(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+        fp32, bf16 = row.get("onednn_on_float32"), row.get("onednn_on_bfloat16")
+        row["precision_choice"] = ("mixed_bfloat16" if fp32 and bf16 and bf16 > 1.1 * fp32 else "float32")
+        out[workload] = row
     return out
 
 
-def scratch_run(base: str, ds, budget_s: float, *, lr: float, augment, label_smoothing: float,
-                batch_size: int, max_epochs: int, early_stopping: int | None, schedule: str = "cosine") -> dict:
-    """Train a from-scratch model for as many epochs as fit ``budget_s`` (from a measured
-    first epoch), then evaluate on the test split."""
-    from tlkit.evaluate import evaluate
+def epochs_for_budget(base: str, ds, budget_s: float, *, batch_size: int, lr: float, augment,
+                      max_epochs: int) -> int:
+    """How many epochs of ``ds`` fit ``budget_s``, from a timed (already traced) pass over a part."""
     from tlkit.models import build_classifier
-    from tlkit.train import fit_dataset, set_seed
+    from tlkit.train import fit_dataset
 
-    set_seed(0)
     probe = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, augment=augment)
     n = min(len(ds.y_train), 20 * batch_size)
     nv = max(1, len(ds.y_val) * n // len(ds.y_train)) if ds.y_val is not None else 0
@@ -162,15 +183,31 @@ def scratch_run(base: str, ds, budget_s: float, *, lr: float, augment, label_smo
     t0 = time.perf_counter()
     fit_dataset(probe, part, epochs=1, batch_size=batch_size, lr=lr, verbose=0, compile=False)
     per_epoch = (time.perf_counter() - t0) * len(ds.y_train) / n * 1.05  # a margin
-    epochs = int(max(1, min(max_epochs, budget_s // per_epoch)))
+    return int(max(1, min(max_epochs, budget_s // per_epoch)))
+
+
+def scratch_run(base: str, ds, *, epochs: int, batch_size: int, lr: float, augment,
+                label_smoothing: float, early_stopping: int | None, schedule: str = "cosine",
+                tta: bool = False) -> dict:
+    """Train a from-scratch model and evaluate it on the test split (``tta``: with flip
+    test-time augmentation); returns accuracy, wall time and validation accuracy against time."""
+    from tlkit.cnn import with_flip_tta
+    from tlkit.evaluate import evaluate
+    from tlkit.models import build_classifier
+    from tlkit.train import fit_dataset, set_seed
+
     set_seed(0)
     clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, augment=augment)
     result = fit_dataset(clf, ds, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule,
                          label_smoothing=label_smoothing, early_stopping=early_stopping, verbose=2)
-    ev = evaluate(clf.model, ds)
+    ev = evaluate(with_flip_tta(clf.model) if tta else clf.model, ds)
+    h = result.history
+    curve = [{"epoch": i + 1, "seconds": round(t, 1), "val_accuracy": round(v, 4)}
+             for i, (t, v) in enumerate(zip(h.get("seconds", []), h.get("val_accuracy", [])))]
     return {"test_accuracy": ev["summary"]["test_accuracy"], "wall_seconds": round(result.wall_seconds, 1),
             "epochs": result.epochs, "train_images": int(len(ds.y_train)),
-            "images_per_second": round(result.images_per_second, 1)}
+            "test_images": int(len(ds.y_test)), "tta": tta,
+            "images_per_second": round(result.images_per_second, 1), "curve": curve}
 
 
 def smoke_course(summary_path: str | Path | None) -> dict:
@@ -187,106 +224,224 @@ def smoke_course(summary_path: str | Path | None) -> dict:
 
 # --------------------------------------------------------------------------- suite
 
+def _dirty() -> bool:
+    """True when tracked files differ from the commit (the figures would not be that commit's)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                             cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
 def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir: str | None = None,
               out: str | Path = "runs/bench", course_summary: str | Path | None = None,
               only: list[str] | None = None, log=print) -> dict:
     """Run a benchmark suite; write ``bench.json``, ``bench.md`` and plots into ``out``.
 
     ``only`` (a subset of :data:`PARTS`) re-runs those parts and keeps the others from the
-    ``bench.json`` already in ``out``; each part records when it was measured.
+    ``bench.json`` already in ``out``, but only when that file was measured at the same commit:
+    every part of one bench file comes from one version of the code. Each part records when it
+    ran and the machine's load before and after (another process on 2 cores halves a figure).
     """
+    from tlkit import TlkitError
+    from tlkit.records import git_commit
+    from tlkit.system import cpu_load
     from tlkit.train import configure_precision
 
     cfg = SUITES[suite]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    precision = configure_precision()
-    started = time.perf_counter()
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    commit, dirty = git_commit(), _dirty()
     previous = out / "bench.json"
     result: dict = json.loads(previous.read_text()) if only and previous.is_file() else {}
     if result.get("suite", suite) != suite:
-        raise ValueError(f"{previous} holds the {result['suite']} suite, not {suite}")
-    result.update({"suite": suite, "created": now, "precision": precision, **environment(), "goals": GOALS})
-    parts = set(only or PARTS)
+        raise TlkitError(f"{previous} holds the {result['suite']} suite, not {suite}")
+    if result and (result.get("git_commit") != commit or result.get("dirty") or dirty):
+        raise TlkitError(f"{previous} was measured at commit {str(result.get('git_commit'))[:10]}"
+                         f"{' (with local changes)' if result.get('dirty') else ''}; the code is now "
+                         f"{str(commit)[:10]}{' with local changes' if dirty else ''}: run every part "
+                         "(drop --only) so that one bench file comes from one version of the code")
+    precision = configure_precision()
+    started = time.perf_counter()
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    result.update({"suite": suite, "created": now, "precision": precision, **environment(),
+                   "dirty": dirty})
     measured = result.setdefault("measured", {})
 
     def save() -> None:
         result["bench_seconds"] = round(time.perf_counter() - started, 1)
+        result["goals"] = goal_rows(result)
         write_json(result, out / "bench.json")
 
-    if "course" in parts:
-        log("bench: smoke course", flush=True)
-        result["smoke_course_seconds"] = smoke_course(course_summary)
-        measured["course"] = now
+    steps = {"course": lambda: result.__setitem__("smoke_course_seconds", smoke_course(course_summary)),
+             "kernels": lambda: result.__setitem__("cpu_kernels", kernel_probe(cfg["kernel_batch"],
+                                                                               cfg["kernel_steps"])),
+             "scratch": lambda: _scratch(result, cfg, data_dir, log),
+             "frozen": lambda: _frozen(result, cfg, data_dir, weights_dir, log),
+             "finetune": lambda: _finetune(result, cfg, data_dir, weights_dir, log),
+             "models": lambda: _models(result, cfg, save, log)}
+    for part in PARTS:
+        if only and part not in only:
+            continue
+        log(f"bench: {part}", flush=True)
+        load_before, t0 = cpu_load(), time.perf_counter()
+        steps[part]()
+        measured[part] = {"at": now, "seconds": round(time.perf_counter() - t0, 1),
+                          "load_before": load_before, "load_after": cpu_load()}
         save()
-    if "kernels" in parts:
-        log("bench: CPU kernels", flush=True)
-        result["cpu_kernels"] = onednn_probe()
-        measured["kernels"] = now
-        save()
-    if "scratch" in parts:
-        _scratch(result, cfg, data_dir, log)
-        measured["scratch"] = now
-        save()
-    if "frozen" in parts:
-        _frozen(result, cfg, data_dir, weights_dir, log)
-        measured["frozen"] = now
-        save()
-    if "models" in parts:
-        log("bench: models", flush=True)
-        rows = []
-        for name in cfg["models"]:
-            for size in cfg["model_sizes"]:
-                rows.append(measure_model(name, size, train_batch=cfg["train_batch"], steps=cfg["steps"]))
-                log(f"  {name} {size}px: train {rows[-1]['train_images_per_second']:.1f} img/s, "
-                    f"inference {rows[-1]['inference_images_per_second']:.1f} img/s", flush=True)
-                result["models"] = rows
-                save()
-        measured["models"] = now
     save()
     (out / "bench.md").write_text(bench_markdown(result, out, "."))
     log(f"bench: {out / 'bench.json'} ({result['bench_seconds']:.0f} s)", flush=True)
     return result
 
 
-def _scratch(result: dict, cfg: dict, data_dir, log) -> None:
-    from tlkit.data import load_dataset
+def _models(result: dict, cfg: dict, save, log) -> None:
+    rows = []
+    for name in cfg["models"]:
+        for size in cfg["model_sizes"]:
+            rows.append(measure_model(name, size, train_batch=cfg["train_batch"], steps=cfg["steps"]))
+            log(f"  {name} {size}px: train {rows[-1]['train_images_per_second']:.1f} img/s, "
+                f"inference {rows[-1]['inference_images_per_second']:.1f} img/s", flush=True)
+            result["models"] = rows
+            save()
 
-    log("bench: from scratch vs seed-style baseline", flush=True)
-    ds = load_dataset(cfg["dataset"], data_dir=data_dir, limit_per_class=cfg.get("scratch_limit"), seed=0)
-    s = scratch_run("cnn", ds, cfg["scratch_budget"], lr=3e-3, augment=["flip", "translate"],
-                    label_smoothing=0.1, batch_size=128, max_epochs=40, early_stopping=None)
-    b = scratch_run("baseline_cnn", ds, cfg["baseline_budget"], lr=1e-3, augment=None, label_smoothing=0.0,
-                    batch_size=64, max_epochs=10, early_stopping=3, schedule="constant")
-    result["scratch"] = {**s, "baseline_test_accuracy": b["test_accuracy"],
-                         "baseline_wall_seconds": b["wall_seconds"], "baseline_epochs": b["epochs"],
-                         "budget_seconds": cfg["scratch_budget"], "dataset": ds.source}
+
+def _settings(nb: str, cfg: dict) -> dict:
+    from tlkit.course import profile_settings
+
+    return profile_settings(nb, cfg["profile"])
+
+
+def _scratch(result: dict, cfg: dict, data_dir, log) -> None:
+    """Notebook 1's CNN with its profile's recipe, against the seed-style baseline on a budget."""
+    from tlkit.data import load_dataset
+    from tlkit.train import configure_precision
+
+    s = _settings("01", cfg)
+    ds = load_dataset(s["dataset"], data_dir=data_dir, limit_per_class=s["limit_per_class"], seed=0)
+    precision = configure_precision(model="cnn")
+    log(f"  cnn: {s['epochs']} epochs of {len(ds.y_train)} images ({precision})", flush=True)
+    cnn = scratch_run("cnn", ds, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
+                      augment=["flip", "translate"], label_smoothing=s["label_smoothing"],
+                      early_stopping=s["early_stopping"], tta=True)
+    configure_precision()  # the earlier students' recipe, as they ran it
+    epochs = epochs_for_budget("baseline_cnn", ds, cfg["baseline_budget"], batch_size=64, lr=1e-3,
+                               augment=None, max_epochs=10)
+    base = scratch_run("baseline_cnn", ds, epochs=epochs, batch_size=64, lr=1e-3, augment=None,
+                       label_smoothing=0.0, early_stopping=3, schedule="constant")
+    result["scratch"] = {**cnn, "precision": precision, "baseline_test_accuracy": base["test_accuracy"],
+                         "baseline_wall_seconds": base["wall_seconds"], "baseline_epochs": base["epochs"],
+                         "baseline_curve": base["curve"], "budget_seconds": SCRATCH_SECONDS,
+                         "dataset": ds.source, "settings": s}
 
 
 def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
+    """Notebook 2's frozen MobileNetV2 at each input size, and the other widths beside it."""
     from tlkit.data import load_dataset
     from tlkit.features import probe
 
-    log("bench: frozen MobileNetV2 by input size", flush=True)
-    fds = load_dataset(cfg["dataset"], data_dir=data_dir, limit_per_class=cfg["limit"], seed=0)
-    by_size, ips, source = {}, {}, None
-    for size in cfg["sizes"]:
-        run = probe("mobilenetv2", fds, img_size=size, weights=cfg["frozen_weights"], weights_dir=weights_dir,
-                    epochs=40)
-        by_size[str(size)] = run.evaluation["summary"]["test_accuracy"]
-        ips[str(size)] = round(run.feats.images_per_second, 1)
-        source = run.feats.weights_source
-        log(f"  {size} px: {by_size[str(size)]:.3f}", flush=True)
-    result["frozen_mobilenetv2"] = {"by_size": by_size, "extraction_images_per_second": ips,
-                                    "weights_source": source, "train_images": int(len(fds.y_train)),
-                                    "test_images": int(len(fds.y_test))}
+    s = _settings("02", cfg)
+    ds = load_dataset(s["dataset"], data_dir=data_dir, limit_per_class=s["limit_per_class"], seed=0)
+    by_alpha: dict[str, dict] = {}
+    for alpha in [s["alpha"], *[a for a in cfg["extra_alphas"] if a != s["alpha"]]]:
+        row: dict = {"by_size": {}, "extraction_images_per_second": {}}
+        for size in s["sizes"]:
+            run = probe("mobilenetv2", ds, img_size=size, weights=s["weights"], alpha=alpha,
+                        weights_dir=weights_dir, epochs=s["head_epochs"])
+            row["by_size"][str(size)] = run.evaluation["summary"]["test_accuracy"]
+            row["extraction_images_per_second"][str(size)] = round(run.feats.images_per_second, 1)
+            row["weights_source"] = run.feats.weights_source
+            log(f"  alpha {alpha}, {size} px: {row['by_size'][str(size)]:.3f}", flush=True)
+        by_alpha[str(alpha)] = row
+    main = by_alpha[str(s["alpha"])]
+    result["frozen_mobilenetv2"] = {**main, "alpha": s["alpha"], "by_alpha": by_alpha,
+                                    "train_images": int(len(ds.y_train)), "test_images": int(len(ds.y_test)),
+                                    "dataset": ds.source}
+
+
+def _finetune(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
+    """Notebook 3's recipe: a head on cached features, then fine-tuning the top of the backbone
+    at a lower learning rate with BatchNormalization in inference mode."""
+    from tlkit.data import load_dataset
+    from tlkit.evaluate import evaluate
+    from tlkit.features import probe
+    from tlkit.models import build_classifier, unfreeze
+    from tlkit.train import fit_dataset, set_seed
+
+    s = _settings("03", cfg)
+    ds = load_dataset(s["dataset"], data_dir=data_dir, limit_per_class=s["limit_per_class"], seed=0)
+    set_seed(0)
+    head = probe("mobilenetv2", ds, img_size=s["img_size"], weights=s["weights"], alpha=s["alpha"],
+                 weights_dir=weights_dir, epochs=s["head_epochs"])
+    clf = build_classifier("mobilenetv2", ds.num_classes, input_shape=ds.image_shape, img_size=s["img_size"],
+                           weights=s["weights"], alpha=s["alpha"], weights_dir=weights_dir,
+                           augment=["flip"], head=head.head)
+    unfreeze(clf, last_n=s["unfreeze_last"])
+    log(f"  head {head.evaluation['summary']['test_accuracy']:.3f}; fine-tuning {s['finetune_epochs']} "
+        f"epochs of {len(ds.y_train)} images at {s['img_size']} px", flush=True)
+    r = fit_dataset(clf, ds, epochs=s["finetune_epochs"], batch_size=s["batch_size"], lr=s["finetune_lr"],
+                    verbose=2)
+    ev = evaluate(clf.model, ds)
+    result["finetune"] = {
+        "test_accuracy": ev["summary"]["test_accuracy"], "head_test_accuracy":
+            head.evaluation["summary"]["test_accuracy"],
+        "wall_seconds": round(head.wall_seconds + r.wall_seconds, 1),
+        "extract_seconds": round(head.feats.seconds, 1), "head_seconds": round(head.result.wall_seconds, 1),
+        "finetune_seconds": round(r.wall_seconds, 1), "weights_source": head.feats.weights_source,
+        "train_images": int(len(ds.y_train)), "test_images": int(len(ds.y_test)), "settings": s,
+        "curve": [{"epoch": i + 1, "seconds": round(t, 1), "val_accuracy": round(v, 4)} for i, (t, v) in
+                  enumerate(zip(r.history.get("seconds", []), r.history.get("val_accuracy", [])))]}
+
+
+def _on_cifar10(part: dict) -> bool:
+    return "cifar10" in str(part.get("dataset", "")) and "cifar100" not in str(part.get("dataset", ""))
+
+
+def goal_rows(b: dict) -> list[dict]:
+    """Each goal with its target, the measured figure and whether it is met (None: the goal
+    does not apply, e.g. CIFAR-10 goals on the smoke suite's synthetic data)."""
+    rows = []
+
+    def add(key: str, measured: str, met: bool | None) -> None:
+        rows.append({"goal": GOALS[key][0], "target": GOALS[key][1], "measured": measured, "met": met})
+
+    sc = b.get("smoke_course_seconds")
+    if sc:
+        add("smoke_course_seconds", f"{sc['total']:.0f} s ({sc['status']})",
+            sc["status"] == "ok" and sc["total"] <= 300)
+    s = b.get("scratch")
+    if s:
+        add("scratch", f"{s['test_accuracy']:.3f} in {s['wall_seconds']:.0f} s ({s['epochs']} epochs, "
+                       f"{s['train_images']:,} images); baseline {s['baseline_test_accuracy']:.3f} in "
+                       f"{s['baseline_wall_seconds']:.0f} s",
+            (s["test_accuracy"] >= 0.85 and s["wall_seconds"] <= SCRATCH_SECONDS
+             and s["test_accuracy"] > s["baseline_test_accuracy"]) if _on_cifar10(s) else None)
+    f = b.get("frozen_mobilenetv2")
+    if f:
+        best = max(f["by_size"].values())
+        add("frozen", ", ".join(f"{k} px: {v:.3f}" for k, v in f["by_size"].items())
+            + f" ({f['train_images']:,} training images)", best >= 0.80 if _on_cifar10(f) else None)
+    ft = b.get("finetune")
+    if ft:
+        above = s is not None and ft["test_accuracy"] > s["test_accuracy"]
+        add("finetune", f"{ft['test_accuracy']:.3f} in {ft['wall_seconds']:.0f} s"
+            + (f" (CNN from scratch {s['test_accuracy']:.3f})" if s else ""),
+            (above and ft["wall_seconds"] <= FINETUNE_SECONDS) if _on_cifar10(s or {}) else None)
+    k = b.get("cpu_kernels") or {}
+    cnn = k.get("cnn_train")
+    if cnn:
+        on, off = cnn.get("onednn_on_float32"), cnn.get("onednn_off_float32")
+        add("kernels", f"CNN training {off} → {on} img/s with oneDNN (bfloat16: "
+                       f"{cnn.get('onednn_on_bfloat16')}; chosen: {cnn['precision_choice']})",
+            bool(on and off and on > off))
+    return rows
 
 
 # --------------------------------------------------------------------------- report
 
 def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = None) -> str:
-    """A markdown report of a bench.json: machine, goals against measured figures, plots."""
+    """A markdown report of a bench.json: machine, each goal met or not, figures and plots."""
     import pandas as pd
 
     from tlkit import plots
@@ -296,28 +451,38 @@ def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = 
     key = f"bench_{b.get('suite')}_{str(b.get('created', ''))[:10]}"
     lines = [f"## {title or 'Benchmark'}: `{b.get('suite')}` suite", "",
              f"**Machine:** {device} · **backend:** {b.get('backend')} ({b.get('precision')}) · "
-             f"**date:** {str(b.get('created', ''))[:10]} · **tlkit commit:** `{(b.get('git_commit') or '')[:10]}`",
-             "", "| goal | target | measured |", "|---|---|---|"]
-    sc = b.get("smoke_course_seconds", {})
-    if sc:
-        lines.append(f"| {GOALS['smoke_course_seconds'][0]} | {GOALS['smoke_course_seconds'][1]} | "
-                     f"{sc.get('total')} s ({sc.get('status')}) |")
-    s = b.get("scratch")
-    if s:
-        lines.append(f"| {GOALS['scratch'][0]} (this run: `{s.get('dataset')}`) | {GOALS['scratch'][1]} | "
-                     f"{s['test_accuracy']:.3f} in "
-                     f"{s['wall_seconds']:.0f} s ({s['epochs']} epochs); baseline "
-                     f"{s['baseline_test_accuracy']:.3f} in {s['baseline_wall_seconds']:.0f} s |")
-    f = b.get("frozen_mobilenetv2")
-    if f:
-        sizes = ", ".join(f"{k} px: {v:.3f}" for k, v in f["by_size"].items())
-        lines.append(f"| {GOALS['frozen'][0]} ({f.get('train_images')} training images) | "
-                     f"{GOALS['frozen'][1]} | {sizes} |")
+             f"**date:** {str(b.get('created', ''))[:10]} · **tlkit commit:** `{(b.get('git_commit') or '')[:10]}`"
+             + (" (with local changes)" if b.get("dirty") else ""), ""]
+    goals = b["goals"] if isinstance(b.get("goals"), list) else goal_rows(b)
+    verdict = {True: "**met**", False: "**not met**", None: "n/a (not CIFAR-10)"}
+    lines += ["| goal | target | measured | verdict |", "|---|---|---|---|"]
+    lines += [f"| {g['goal']} | {g['target']} | {g['measured']} | {verdict[g['met']]} |" for g in goals]
     lines.append("")
+    loads = {p: m.get("load_before") for p, m in (b.get("measured") or {}).items() if isinstance(m, dict)}
+    if loads:
+        lines += ["Machine load (1-minute load average per core) when each part started: "
+                  + ", ".join(f"{p} {v}" for p, v in loads.items()) + ".", ""]
     k = b.get("cpu_kernels") or {}
-    if k:
-        lines += ["CPU kernels (course CNN, training img/s): " + ", ".join(
-            f"{n.replace('_cnn_train_images_per_second', '').replace('_', ' ')}: {v}" for n, v in k.items()), ""]
+    rows = {w: r for w, r in k.items() if isinstance(r, dict)}
+    if rows:
+        lines += ["### CPU kernels", "", "| CPU workload (img/s) | oneDNN off, float32 | oneDNN on, float32 | oneDNN on, bfloat16 | chosen |",
+                  "|---|---|---|---|---|"]
+        for w, r in rows.items():
+            lines.append(f"| {w.replace('_', ' ')} | {r.get('onednn_off_float32')} | {r.get('onednn_on_float32')} "
+                         f"| {r.get('onednn_on_bfloat16')} | {r.get('precision_choice')} |")
+        lines += ["", f"Native bfloat16 on this CPU: {'yes' if k.get('cpu_bf16') else 'no'}.", ""]
+    s = b.get("scratch") or {}
+    curves = [(name, c) for name, c in (("CNN from scratch (validation, no TTA)", s.get("curve")),
+                                        ("seed-style baseline (validation)", s.get("baseline_curve"))) if c]
+    if curves:
+        fd = pd.DataFrame([{**p, "run": name} for name, c in curves for p in c])
+        fig = plots.lines(fd, "seconds", "val_accuracy", hue="run",
+                          title="From scratch on CIFAR-10: validation accuracy against training time",
+                          xlabel="training time (s)", ylabel="validation accuracy")
+        lines.append(plots.myst_figure(
+            fig, fig_dir / f"{key}_scratch.png", f"{fig_prefix}/{key}_scratch.png",
+            "Line chart of validation accuracy against seconds of training for the course CNN and the baseline",
+            f"Accuracy against wall time on {device}; the test accuracy above is with flip TTA."))
     models = b.get("models") or []
     if models:
         df = pd.DataFrame(models)
@@ -336,12 +501,17 @@ def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = 
             fig, fig_dir / f"{key}_models.png", f"{fig_prefix}/{key}_models.png",
             "Scatter plot of inference images per second against GFLOPs per image for each model",
             f"Throughput of every registry model on {device}."))
+    f = b.get("frozen_mobilenetv2")
     if f:
-        fd = pd.DataFrame({"img_size": [int(x) for x in f["by_size"]], "test_accuracy": list(f["by_size"].values())})
-        fig = plots.lines(fd, "img_size", "test_accuracy", title="Frozen MobileNetV2 on CIFAR-10 by input size",
+        by_alpha = f.get("by_alpha") or {str(f.get("alpha", 1.0)): f}
+        fd = pd.DataFrame([{"img_size": int(size), "test_accuracy": acc, "weights": f"alpha {a}"}
+                           for a, row in by_alpha.items() for size, acc in row["by_size"].items()])
+        fig = plots.lines(fd, "img_size", "test_accuracy", hue="weights",
+                          title="Frozen MobileNetV2 on CIFAR-10 by input size",
                           xlabel="input size (px)", ylabel="test accuracy")
         lines.append(plots.myst_figure(
             fig, fig_dir / f"{key}_frozen.png", f"{fig_prefix}/{key}_frozen.png",
-            "Line chart of frozen MobileNetV2 test accuracy against input size",
-            f"Weights: `{f.get('weights_source')}`."))
+            "Line chart of frozen MobileNetV2 test accuracy against input size, per width",
+            "Weights: " + "; ".join(f"alpha {a}: `{Path(str(row.get('weights_source'))).name}`"
+                                    for a, row in by_alpha.items()) + "."))
     return "\n".join(lines)

@@ -102,6 +102,8 @@ def _export(a: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from tlkit.bench import PARTS
+
     p = argparse.ArgumentParser(prog="tlkit", description="Transfer-learning workbook toolkit.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -177,7 +179,7 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--out", default="runs/bench")
     be.add_argument("--course-summary", default=None,
                     help="summary.json of a smoke course run to time (default: run the smoke course)")
-    be.add_argument("--only", nargs="+", default=None, choices=("course", "kernels", "scratch", "frozen", "models"),
+    be.add_argument("--only", nargs="+", default=None, choices=PARTS,
                     help="re-run these parts, keep the others from --out's bench.json")
     be.set_defaults(func=_bench)
 

@@ -37,7 +37,7 @@ GPU = {
                weights="imagenet", head_epochs=40),
     "03": dict(dataset="cifar10", limit_per_class=None, img_size=160, alpha=1.0, weights="imagenet",
                head_epochs=20, finetune_epochs=6, unfreeze_last=40, stages=[20, 60, 120],
-               batch_size=128),
+               batch_size=128, finetune_lr=1e-4),
     "04": dict(dataset="cifar10", limit_per_class=None, img_size=224,
                models_to_compare=["resnet50", "resnet101", "resnet152", "vgg16", "vgg19", "efficientnetb0",
                        "efficientnetb3", "mobilenetv2", "mobilenetv3large"],
@@ -59,11 +59,11 @@ CHANGES = {
         "05": dict(dataset="synthetic", ablation_img_size=64, ablation_weights="none", scratch_limit_per_class=60,
                    scratch_epochs=3, head_epochs=5),
     },
-    "cpu": {
-        "01": dict(limit_per_class=1000, epochs=8, batch_size=128, lr=3e-3, early_stopping=None),
-        "02": dict(limit_per_class=1000, sizes=[32, 96, 160], head_epochs=40),
-        "03": dict(limit_per_class=400, img_size=96, head_epochs=20, finetune_epochs=2,
-                   unfreeze_last=40, stages=[20, 60], batch_size=64),
+    "cpu": {  # all of CIFAR-10's training images; the bench (tlkit bench --suite cpu) uses these too
+        "01": dict(epochs=10, batch_size=256, lr=4e-3, label_smoothing=0.2, early_stopping=None),
+        "02": dict(sizes=[32, 96, 128, 160], head_epochs=40),
+        "03": dict(img_size=96, head_epochs=20, finetune_epochs=2, unfreeze_last=64, stages=[20, 64],
+                   batch_size=64),
         "04": dict(limit_per_class=150, img_size=96),
         "05": dict(ablation_img_size=160, ablation_limit_per_class=1000, scratch_limit_per_class=200,
                    scratch_epochs=10),
@@ -88,6 +88,13 @@ def require(module: str) -> ModuleType:
     except ImportError as e:
         raise TlkitError(f"{module} is needed here and cannot be imported ({e}): "
                          "pip install 'tlkit[course]'") from e
+
+
+def profile_settings(nb: str, profile: str) -> dict:
+    """A notebook's settings under a profile, as the notebook resolves them untouched."""
+    if profile not in PROFILES:
+        raise TlkitError(f"unknown profile '{profile}': choose one of {', '.join(PROFILES)}")
+    return {**GPU[nb], **CHANGES.get(profile, {}).get(nb, {})}
 
 
 def resolve(nb: str, namespace: dict) -> dict:
