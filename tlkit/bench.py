@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tlkit.records import environment
-from tlkit.system import write_json
+from tlkit.system import write_json, write_text
 
 SUITES = {
     # profile: the course profile whose notebook settings the scratch, frozen and fine-tuning
@@ -88,7 +88,7 @@ def _leaves(model):
 # --------------------------------------------------------------------------- parts
 
 def measure_model(name: str, size: int, num_classes: int = 10, train_batch: int = 16, steps: int = 2,
-                  infer_batch: int = 64) -> dict:
+                  infer_batch: int = 64, train: bool = True) -> dict:
     """Training and inference images/s of one registry model at one input size, with FLOPs.
 
     Training is timed both in ``fit`` (input pipeline included) and as steps on one batch
@@ -106,30 +106,33 @@ def measure_model(name: str, size: int, num_classes: int = 10, train_batch: int 
         unfreeze(clf)
     compile_model(clf.model, 1e-3, schedule="constant")
     rng = np.random.default_rng(0)
-    n = train_batch * steps
-    x = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
-    y = keras.utils.to_categorical(rng.integers(0, num_classes, n), num_classes)
-    clf.model.fit(x[:train_batch], y[:train_batch], batch_size=train_batch, epochs=1, verbose=0)  # trace
-    t = time.perf_counter()
-    clf.model.fit(x, y, batch_size=train_batch, epochs=1, verbose=0)
-    fit_ips = n / (time.perf_counter() - t)
-    clf.model.train_on_batch(x[:train_batch], y[:train_batch])  # trace the step function
-    t = time.perf_counter()
-    for _ in range(steps):
-        clf.model.train_on_batch(x[:train_batch], y[:train_batch])
-    step_ips = n / (time.perf_counter() - t)
+    fit_ips = step_ips = None
+    if train:
+        n = train_batch * steps
+        x = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
+        y = keras.utils.to_categorical(rng.integers(0, num_classes, n), num_classes)
+        clf.model.fit(x[:train_batch], y[:train_batch], batch_size=train_batch, epochs=1, verbose=0)  # trace
+        t = time.perf_counter()
+        clf.model.fit(x, y, batch_size=train_batch, epochs=1, verbose=0)
+        fit_ips = n / (time.perf_counter() - t)
+        clf.model.train_on_batch(x[:train_batch], y[:train_batch])  # trace the step function
+        t = time.perf_counter()
+        for _ in range(steps):
+            clf.model.train_on_batch(x[:train_batch], y[:train_batch])
+        step_ips = n / (time.perf_counter() - t)
     xi = rng.integers(0, 255, (infer_batch * steps, size, size, 3), dtype=np.uint8)
     clf.model.predict(xi[:infer_batch], batch_size=infer_batch, verbose=0)
     t = time.perf_counter()
     clf.model.predict(xi, batch_size=infer_batch, verbose=0)
     infer_ips = len(xi) / (time.perf_counter() - t)
     flops = forward_flops(clf.model)
+    trained = {"train_images_per_second": round(fit_ips, 2),
+               "train_step_images_per_second": round(step_ips, 2),
+               "train_flops_per_second": round(3 * flops * fit_ips)} if train else {}
     return {"model": name, "img_size": size, "params": clf.model.count_params(), "forward_flops": flops,
-            "precision": keras.mixed_precision.global_policy().name,
-            "train_images_per_second": round(fit_ips, 2), "train_step_images_per_second": round(step_ips, 2),
+            "precision": keras.mixed_precision.global_policy().name, **trained,
             "inference_images_per_second": round(infer_ips, 2),
-            "train_flops_per_second": round(3 * flops * fit_ips), "inference_flops_per_second":
-                round(flops * infer_ips)}
+            "inference_flops_per_second": round(flops * infer_ips)}
 
 
 KERNEL_CASES = {  # workload: (model, input px, the figure that counts)
@@ -157,7 +160,8 @@ def kernel_probe(batch: int = 256, steps: int = 6) -> dict:
             code = ("import json, keras, tlkit.bench as b; "
                     f"keras.mixed_precision.set_global_policy('{policy}'); "
                     f"r = b.measure_model('{model}', {size}, train_batch={batch}, steps={steps}, "
-                    f"infer_batch={batch}); print(json.dumps(r['{figure}']))")
+                    f"infer_batch={batch}, train={figure.startswith('train')}); "
+                    f"print(json.dumps(r['{figure}']))")
             env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag, "TF_CPP_MIN_LOG_LEVEL": "3"}
             proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
             key = f"onednn_{'on' if flag == '1' else 'off'}_{policy.replace('mixed_', '')}"
@@ -291,7 +295,7 @@ def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir:
                           "load_before": load_before, "load_after": cpu_load()}
         save()
     save()
-    (out / "bench.md").write_text(bench_markdown(result, out, "."))
+    write_text(bench_markdown(result, out, "."), out / "bench.md")
     log(f"bench: {out / 'bench.json'} ({result['bench_seconds']:.0f} s)", flush=True)
     return result
 
