@@ -114,3 +114,21 @@ def test_export_errors(model_file, tmp_path, capsys):
     assert "no model file" in capsys.readouterr().err
     assert main(["export", str(model_file), "--format", "keras", "--out", str(tmp_path / "o")]) == 0
     assert capsys.readouterr().out.strip() == f"exported {tmp_path / 'o' / 'tiny_model.keras'}"
+
+
+def test_onnx_export_of_a_classifier_with_augmentation(tmp_path):
+    """Augmentation layers act in training only; the export leaves them out, so it converts."""
+    from tlkit.export import available_formats, export_model, load_exported
+    from tlkit.modelfile import save_model
+    from tlkit.models import build_classifier, inference_model
+
+    if "onnx" not in available_formats():
+        pytest.skip("ONNX export is not available with this backend")
+    clf = build_classifier("mobilenetv2", 3, input_shape=(32, 32, 3), img_size=32, weights="none",
+                           alpha=0.35, augment=["flip", "translate"])
+    assert inference_model(clf.model) is not clf.model
+    path = save_model(clf.model, tmp_path / "m.keras", ["a", "b", "c"])
+    run = load_exported(export_model(path, "onnx", tmp_path / "out"))
+    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    expected = np.asarray(clf.model.predict(x, verbose=0))
+    np.testing.assert_allclose(np.asarray(run(x)), expected, atol=1e-4)

@@ -17,8 +17,8 @@ def repository() -> tuple[str, str]:
     return repo["url"].rstrip("/"), repo.get("branch", "main")
 
 
-def test_there_are_five_notebooks():
-    assert len(NOTEBOOKS) == 5
+def test_five_notebooks_and_the_appendix():
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -29,7 +29,8 @@ def test_badge_and_install_cell_follow_config(path):
     badge = f"https://colab.research.google.com/github/{slug}/blob/{branch}/notebooks/{path.name}"
     assert badge in text
     installs = re.findall(r'%pip install -q "([^"]+)"', text)
-    assert installs == [f"tlkit @ git+{url}"]  # plain tlkit: no course extras in Colab
+    extra = "[serve]" if path.stem.startswith("06") else ""  # the appendix serves a model
+    assert installs == [f"tlkit{extra} @ git+{url}"]  # no course extras in Colab
 
 
 def test_no_other_repository_url():

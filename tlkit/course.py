@@ -25,8 +25,10 @@ from tlkit.records import environment
 from tlkit.system import write_json, write_text
 
 NOTEBOOKS = ["01_cnn_from_scratch", "02_frozen_mobilenetv2", "03_fine_tuning",
-             "04_model_comparison", "05_overfitting_gaps"]
-DEPENDS = {"01": [], "02": ["01"], "03": ["01", "02"], "04": [], "05": ["01", "02", "03", "04"]}
+             "04_model_comparison", "05_overfitting_gaps",
+             "06_from_notebook_to_service"]  # the five steps, then the appendix
+DEPENDS = {"01": [], "02": ["01"], "03": ["01", "02"], "04": [], "05": ["01", "02", "03", "04"],
+           "06": ["03"]}
 PROFILES = ("smoke", "cpu", "gpu")
 
 # The parameters cells' values: the real course, run on a GPU.
@@ -45,6 +47,7 @@ GPU = {
     "05": dict(dataset="cifar10", ablation_img_size=160, ablation_limit_per_class=None,
                ablation_weights="imagenet",
                scratch_limit_per_class=1000, scratch_epochs=30, head_epochs=30),
+    "06": dict(threshold=0.5, export_format="onnx"),
 }
 # What a profile changes.
 CHANGES = {

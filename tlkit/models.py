@@ -400,6 +400,18 @@ def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int
     return clf
 
 
+def inference_model(model: keras.Model) -> keras.Model:
+    """A classifier without its training-only augmentation layers (same weights): image →
+    float → extractor → head. Exporters need it: random layers do not convert. Other models
+    are returned as they are."""
+    names = [lyr.name for lyr in model.layers]
+    if not ("extractor" in names and "head" in names and any(n.startswith("augment_") for n in names)):
+        return model
+    inputs = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="image")
+    x = model.get_layer("extractor")(model.get_layer("to_float")(inputs))
+    return keras.Model(inputs, model.get_layer("head")(x), name=model.name)
+
+
 # --------------------------------------------------------------------------- freezing
 
 def count_trainable(model: keras.Model) -> int:
