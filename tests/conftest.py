@@ -63,6 +63,17 @@ def cache_dir(tmp_path_factory, monkeypatch) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _float32_policy():
+    """Every test starts and ends in float32: a test that picks mixed precision (the CPU
+    bfloat16 policy, say) must not change the models of the tests after it."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(autouse=True)
 def _close_figures():
     yield
     import matplotlib.pyplot as plt

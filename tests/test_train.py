@@ -172,3 +172,15 @@ def test_device_scope_is_a_no_op_without_accelerators():
     assert isinstance(scope, contextlib.nullcontext)
     with scope:
         assert tuple(dense_model().output_shape) == (None, 2)
+
+
+def test_cpu_precision_follows_the_model_and_the_cpu(monkeypatch):
+    if train.accelerators():
+        pytest.skip("this machine has accelerators")
+    monkeypatch.setattr(train, "cpu_bf16", lambda: True)
+    expected = "mixed_bfloat16" if keras.config.backend() == "tensorflow" else "float32"
+    assert train.configure_precision(model="cnn") == expected
+    assert keras.mixed_precision.global_policy().name == expected
+    assert train.configure_precision(model="mobilenetv2") == "float32"  # depthwise: bf16 loses
+    monkeypatch.setattr(train, "cpu_bf16", lambda: False)  # emulated bfloat16 is slow
+    assert train.configure_precision(model="cnn") == "float32"

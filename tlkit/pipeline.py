@@ -194,7 +194,7 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
     tmp = None
     try:
         set_seed(seed)
-        precision = configure_precision(model=base)
+        precision = configure_precision()
         ds = load_dataset(dataset, data_dir=data_dir, limit_per_class=limit_per_class, seed=seed,
                           fallback_size=size)
         prefix = run_prefix(spec.name, _slug(ds.name), size, batch_size, epochs, lr=lr, seed=seed,
