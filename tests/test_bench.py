@@ -67,3 +67,8 @@ def test_only_refuses_a_bench_file_of_another_commit(tmp_path, monkeypatch):
     saved = json.loads((out / "bench.json").read_text())
     assert [g["met"] for g in saved["goals"] if g["goal"].startswith("smoke course")] == [True]
     assert (out / "bench.md").is_file()
+
+
+def test_curve_pairs_seconds_with_validation_accuracy():
+    assert bench.curve({"seconds": [10.04, 20.0], "val_accuracy": [0.51234, 0.6], "loss": [1, 2]}) == [
+        {"epoch": 1, "seconds": 10.0, "val_accuracy": 0.5123}, {"epoch": 2, "seconds": 20.0, "val_accuracy": 0.6}]

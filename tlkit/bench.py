@@ -190,6 +190,12 @@ def epochs_for_budget(base: str, ds, budget_s: float, *, batch_size: int, lr: fl
     return int(max(1, min(max_epochs, budget_s // per_epoch)))
 
 
+def curve(history: dict) -> list[dict]:
+    """Validation accuracy against wall time, one point per epoch, from a training history."""
+    return [{"epoch": i + 1, "seconds": round(t, 1), "val_accuracy": round(v, 4)} for i, (t, v) in
+            enumerate(zip(history.get("seconds", []), history.get("val_accuracy", [])))]
+
+
 def scratch_run(base: str, ds, *, epochs: int, batch_size: int, lr: float, augment,
                 label_smoothing: float, early_stopping: int | None, schedule: str = "cosine",
                 tta: bool = False) -> dict:
@@ -205,13 +211,10 @@ def scratch_run(base: str, ds, *, epochs: int, batch_size: int, lr: float, augme
     result = fit_dataset(clf, ds, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule,
                          label_smoothing=label_smoothing, early_stopping=early_stopping, verbose=2)
     ev = evaluate(with_flip_tta(clf.model) if tta else clf.model, ds)
-    h = result.history
-    curve = [{"epoch": i + 1, "seconds": round(t, 1), "val_accuracy": round(v, 4)}
-             for i, (t, v) in enumerate(zip(h.get("seconds", []), h.get("val_accuracy", [])))]
     return {"test_accuracy": ev["summary"]["test_accuracy"], "wall_seconds": round(result.wall_seconds, 1),
             "epochs": result.epochs, "train_images": int(len(ds.y_train)),
             "test_images": int(len(ds.y_test)), "tta": tta,
-            "images_per_second": round(result.images_per_second, 1), "curve": curve}
+            "images_per_second": round(result.images_per_second, 1), "curve": curve(result.history)}
 
 
 def smoke_course(summary_path: str | Path | None) -> dict:
@@ -394,8 +397,7 @@ def _finetune(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
         "extract_seconds": round(head.feats.seconds, 1), "head_seconds": round(head.result.wall_seconds, 1),
         "finetune_seconds": round(r.wall_seconds, 1), "weights_source": head.feats.weights_source,
         "train_images": int(len(ds.y_train)), "test_images": int(len(ds.y_test)), "settings": s,
-        "curve": [{"epoch": i + 1, "seconds": round(t, 1), "val_accuracy": round(v, 4)} for i, (t, v) in
-                  enumerate(zip(r.history.get("seconds", []), r.history.get("val_accuracy", [])))]}
+        "curve": curve(r.history)}
 
 
 def _on_cifar10(part: dict) -> bool:
