@@ -72,3 +72,10 @@ def test_only_refuses_a_bench_file_of_another_commit(tmp_path, monkeypatch):
 def test_curve_pairs_seconds_with_validation_accuracy():
     assert bench.curve({"seconds": [10.04, 20.0], "val_accuracy": [0.51234, 0.6], "loss": [1, 2]}) == [
         {"epoch": 1, "seconds": 10.0, "val_accuracy": 0.5123}, {"epoch": 2, "seconds": 20.0, "val_accuracy": 0.6}]
+
+
+def test_older_bench_files_without_a_dataset_field_are_judged_by_suite():
+    frozen = {"by_size": {"32": 0.245, "160": 0.729}, "train_images": 9000}
+    goal = bench.GOALS["frozen"][0]
+    assert verdicts({"suite": "cpu", "frozen_mobilenetv2": frozen})[goal] is False
+    assert verdicts({"suite": "smoke", "frozen_mobilenetv2": frozen})[goal] is None

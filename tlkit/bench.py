@@ -400,8 +400,10 @@ def _finetune(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
         "curve": curve(r.history)}
 
 
-def _on_cifar10(part: dict) -> bool:
-    return "cifar10" in str(part.get("dataset", "")) and "cifar100" not in str(part.get("dataset", ""))
+def _on_cifar10(part: dict, suite: str | None = None) -> bool:
+    """Whether a part ran on CIFAR-10 (bench files older than the ``dataset`` field: by suite)."""
+    name = str(part.get("dataset") or ("cifar10" if suite in ("cpu", "gpu") else ""))
+    return "cifar10" in name and "cifar100" not in name
 
 
 def goal_rows(b: dict) -> list[dict]:
@@ -422,18 +424,19 @@ def goal_rows(b: dict) -> list[dict]:
                        f"{s['train_images']:,} images); baseline {s['baseline_test_accuracy']:.3f} in "
                        f"{s['baseline_wall_seconds']:.0f} s",
             (s["test_accuracy"] >= 0.85 and s["wall_seconds"] <= SCRATCH_SECONDS
-             and s["test_accuracy"] > s["baseline_test_accuracy"]) if _on_cifar10(s) else None)
+             and s["test_accuracy"] > s["baseline_test_accuracy"]) if _on_cifar10(s, b.get("suite")) else None)
     f = b.get("frozen_mobilenetv2")
     if f:
         best = max(f["by_size"].values())
         add("frozen", ", ".join(f"{k} px: {v:.3f}" for k, v in f["by_size"].items())
-            + f" ({f['train_images']:,} training images)", best >= 0.80 if _on_cifar10(f) else None)
+            + f" ({f['train_images']:,} training images)",
+            best >= 0.80 if _on_cifar10(f, b.get("suite")) else None)
     ft = b.get("finetune")
     if ft:
         above = s is not None and ft["test_accuracy"] > s["test_accuracy"]
         add("finetune", f"{ft['test_accuracy']:.3f} in {ft['wall_seconds']:.0f} s"
             + (f" (CNN from scratch {s['test_accuracy']:.3f})" if s else ""),
-            (above and ft["wall_seconds"] <= FINETUNE_SECONDS) if _on_cifar10(s or {}) else None)
+            (above and ft["wall_seconds"] <= FINETUNE_SECONDS) if _on_cifar10(s or {}, b.get("suite")) else None)
     k = b.get("cpu_kernels") or {}
     cnn = k.get("cnn_train")
     if cnn:
