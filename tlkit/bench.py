@@ -370,6 +370,7 @@ def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
 def _finetune(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
     """Notebook 3's recipe: a head on cached features, then fine-tuning the top of the backbone
     at a lower learning rate with BatchNormalization in inference mode."""
+    from tlkit.cnn import with_flip_tta
     from tlkit.data import load_dataset
     from tlkit.evaluate import evaluate
     from tlkit.features import probe
@@ -389,15 +390,15 @@ def _finetune(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
         f"epochs of {len(ds.y_train)} images at {s['img_size']} px", flush=True)
     r = fit_dataset(clf, ds, epochs=s["finetune_epochs"], batch_size=s["batch_size"], lr=s["finetune_lr"],
                     verbose=2)
-    ev = evaluate(clf.model, ds)
+    ev = evaluate(with_flip_tta(clf.model), ds)  # as the CNN from scratch is scored
     result["finetune"] = {
         "test_accuracy": ev["summary"]["test_accuracy"], "head_test_accuracy":
             head.evaluation["summary"]["test_accuracy"],
         "wall_seconds": round(head.wall_seconds + r.wall_seconds, 1),
         "extract_seconds": round(head.feats.seconds, 1), "head_seconds": round(head.result.wall_seconds, 1),
         "finetune_seconds": round(r.wall_seconds, 1), "weights_source": head.feats.weights_source,
-        "train_images": int(len(ds.y_train)), "test_images": int(len(ds.y_test)), "settings": s,
-        "curve": curve(r.history)}
+        "train_images": int(len(ds.y_train)), "test_images": int(len(ds.y_test)), "tta": True,
+        "settings": s, "curve": curve(r.history)}
 
 
 def _on_cifar10(part: dict, suite: str | None = None) -> bool:
