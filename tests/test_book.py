@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tlkit import TlkitError
-from tlkit.book import build_book, save_reference, write_performance_page, write_results_page
+from tlkit.book import (build_book, reference_run, run_banner, save_reference, write_performance_page,
+                        write_results_page)
 from tlkit.cli import main
 from tlkit.course import NOTEBOOKS
 from tlkit.records import make_record, write_record
@@ -32,7 +33,9 @@ def _write_run(folder: Path, statuses: dict[str, str]) -> Path:
                           dataset={"name": "cifar10", "class_names": ["a", "b"],
                                    "counts": {"train": [600, 400], "test": [50, 50]}},
                           model={"base": "mobilenetv2" if kind != "scratch" else "cnn", "img_size": size,
-                                 "backbone_params": 2_257_984, "weights_source": "imagenet:file"},
+                                 "frozen": kind in ("frozen", "comparison", "ablation") or "head only" in name,
+                                 "backbone_params": 2_257_984,
+                                 "weights_source": "random" if kind == "scratch" else "imagenet:file"},
                           metrics={"train_accuracy": tr, "val_accuracy": va, "test_accuracy": te,
                                    "train_loss": 0.2, "val_loss": 0.5, "test_loss": 0.6,
                                    "gap_train_test_accuracy": tr - te, "gap_train_val_accuracy": tr - va},
@@ -79,8 +82,12 @@ def test_results_page_numbers(root):
     section = page.split("## This build's run", 1)[1]
     assert "**54.3%** test accuracy at 32 px against **81.2%** at 96 px" in section
     assert "(1,000 training and 100 test images)" in section
+    # the headline comparison is computed: 0.905 is notebook 3's head-only phase, not fine-tuning
+    assert ("- The best frozen MobileNetV2 (02 frozen MobileNetV2, 96 px) beats the CNN from scratch by "
+            "20.1 points (test accuracy 81.2% against 61.1%") in section
+    assert "fine-tuned" not in section
     tables = _tables(section)
-    runs = {r["run"]: r for r in tables["All runs of notebooks 1–4"]}
+    runs = {r["run"]: r for r in tables["Notebooks 1–4: runs on 1,000 training images"]}
     assert set(runs) == {n for _, k, n, _, _ in RUNS if k != "ablation"}
     for _, kind, name, size, (tr, va, te) in RUNS:
         if kind != "ablation":
@@ -104,7 +111,7 @@ def test_results_page_never_shows_a_failed_notebook(root):
     section = write_results_page(root, run).read_text().split("## This build's run", 1)[1]
     assert "Records of notebooks that did not finish are left out: 02 (failed), 03 (skipped)." in section
     assert "Frozen MobileNetV2" not in section  # no key sentence or chart from notebook 2
-    runs = [r["run"] for r in _tables(section)["All runs of notebooks 1–4"]]
+    runs = [r["run"] for r in _tables(section)["Notebooks 1–4: runs on 1,000 training images"]]
     assert runs == ["01 CNN from scratch", "04 resnet50"]
     assert "03 phase 1" not in section and "81.2%" not in section
 
@@ -160,9 +167,50 @@ def test_save_reference_keeps_only_finished_runs(root):
     run = _write_run(root / "run", {})
     (run / "records" / ".ipynb_checkpoints").mkdir()
     (run / "records" / ".ipynb_checkpoints" / "01_cnn_scratch-checkpoint.json").write_text("{}")
+    with pytest.raises(TlkitError, match="executed notebooks missing"):
+        save_reference(run, root)
+    for n in NOTEBOOKS:
+        (run / f"{n}.ipynb").write_text(json.dumps({"cells": [], "metadata": {"papermill": {
+            "input_path": str(root / "notebooks" / f"{n}.ipynb"), "output_path": str(run / f"{n}.ipynb")}}}))
     dest = save_reference(run, root)
     assert sorted(p.name for p in (dest / "records").iterdir()) == sorted(r[0] for r in RUNS)
     assert json.loads((dest / "summary.json").read_text())["profile"] == "cpu"
+    assert reference_run(root) == dest
+    meta = json.loads((dest / "01_cnn_from_scratch.ipynb").read_text())["metadata"]["papermill"]
+    assert meta == {"input_path": "./notebooks/01_cnn_from_scratch.ipynb",
+                    "output_path": "runs/run/01_cnn_from_scratch.ipynb"}  # no machine paths
+
+
+def test_save_reference_refuses_machine_paths_and_big_notebooks(root, monkeypatch):
+    run = _write_run(root / "run", {})
+    for n in NOTEBOOKS:
+        (run / f"{n}.ipynb").write_text("{}")
+    (run / "03_fine_tuning.ipynb").write_text('{"text": "saved in /home/student/models/m.keras"}')
+    with pytest.raises(TlkitError, match=r"03_fine_tuning.ipynb still names a machine path \(/home/student/"):
+        save_reference(run, root)
+    (run / "03_fine_tuning.ipynb").write_text("{}")
+    monkeypatch.setattr("tlkit.book.MAX_NOTEBOOK_BYTES", 10)
+    (run / "02_frozen_mobilenetv2.ipynb").write_text('{"outputs": "' + "x" * 20 + '"}')
+    with pytest.raises(TlkitError, match="02_frozen_mobilenetv2.ipynb is 0.0 MB .* show fewer"):
+        save_reference(run, root)
+    assert not (root / "book" / "reference").exists()
+    with pytest.raises(TlkitError, match="no reference run with executed notebooks .*--run DIR"):
+        reference_run(root)
+
+
+def test_run_banner_says_which_run_a_page_shows(root):
+    run = _write_run(root / "run", {})
+    from tlkit.records import read_records
+
+    recs, summary = read_records(run / "records"), json.loads((run / "summary.json").read_text())
+    banner = run_banner(summary, recs, "02_frozen_mobilenetv2")
+    assert banner.startswith("```{note}\n**This page shows a real run:** `cpu` profile")
+    assert "data: cifar10 (1,000 train / 100 test images)" in banner
+    assert "weights: ImageNet weights" in banner and "Test CPU (2 CPU cores)" in banner
+    assert "2026-01-02" in banner and "`0123456789`" in banner
+    smoke = run_banner({**summary, "profile": "smoke"}, recs, "01_cnn_from_scratch")
+    assert smoke.startswith("```{warning}\n**This page shows a smoke run**")
+    assert "weights: trained from scratch" in smoke and "only show that the code runs" in smoke
 
 
 def test_book_build_without_jupyter_book(monkeypatch, capsys, root):

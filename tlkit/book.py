@@ -3,6 +3,8 @@ offline HTML build of the executed notebooks with warnings as errors."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,13 +12,18 @@ from pathlib import Path
 
 from tlkit import TlkitError
 from tlkit.course import NOTEBOOKS, load_summary, notebook_id, record_notebook, require
-from tlkit.records import KINDS, check_kinds, read_records, to_frame
-from tlkit.system import write_json, write_text
+from tlkit.records import KINDS, check_kinds, read_records, to_frame, weights_kind
+from tlkit.system import write_text
 
 REFERENCE = Path("book") / "reference"
 GENERATED = Path("book") / "_generated"
+REFERENCE_PROFILES = ("gpu", "cpu")  # the book shows the first of these that is committed
 REGENERATE = ("tlkit course run --profile cpu --data-dir ../shared/data --weights-dir "
               "../shared/weights --out runs/cpu && tlkit book reference --run runs/cpu")
+MAX_NOTEBOOK_BYTES = 2_000_000  # an executed notebook committed as the reference
+# An absolute path on somebody's machine (what a committed file must not name).
+MACHINE_PATH = re.compile(r"(?<![\w.~])/(?:home|root|Users|tmp|work|mnt|srv|content|private|var)/[^\s\"'\\]*")
+BANNER_ID = "tlkit-run-banner"
 
 
 def md_table(df, columns: dict[str, str], fmt: dict[str, str] | None = None) -> str:
@@ -56,14 +63,14 @@ def run_label(summary: dict | None, recs: list[dict]) -> str:
     """Which run produced a set of results: profile, hardware, date, backend, weights, commit."""
     src = summary or (recs[0] if recs else {})
     hw = src.get("hardware", {})
-    device = ", ".join(hw.get("gpus") or []) or f"{hw.get('cpu', '?')} ({hw.get('cores', '?')} cores)"
+    device = ", ".join(hw.get("gpus") or []) or f"{hw.get('cpu', '?')} ({hw.get('cores', '?')} CPU cores)"
     profile = (summary or {}).get("profile") or (recs[0].get("params", {}).get("profile") if recs else "?")
-    weights = sorted({r.get("weights_source", "random") for r in recs})
+    weights = sorted({weights_kind(r.get("weights_source", "random"), r.get("kind"), r.get("weights_origin"))
+                      for r in recs})
     commit = (src.get("git_commit") or "")[:10] or "unknown"
-    date = str(src.get("created", ""))[:10]
-    return (f"**Run:** `{profile}` profile · **hardware:** {device} · **date:** {date} · "
-            f"**backend:** {src.get('backend', '?')} · **tlkit commit:** `{commit}`  \n"
-            f"**Weights sources:** " + "; ".join(f"`{w}`" for w in weights))
+    return "\n".join([f"- **Run:** `{profile}` profile, {str(src.get('created', ''))[:10]}, tlkit commit `{commit}`",
+                      f"- **Hardware:** {device}; Keras backend {src.get('backend', '?')}",
+                      "- **Weights:** " + "; ".join(weights)])
 
 
 def _figure(fig, name: str, root: Path, alt: str, caption: str) -> str:
@@ -72,8 +79,36 @@ def _figure(fig, name: str, root: Path, alt: str, caption: str) -> str:
     return myst_figure(fig, root / GENERATED / f"{name}.png", f"_generated/{name}.png", alt, caption)
 
 
-def results_section(title: str, recs: list[dict], summary: dict | None, root: Path, key: str) -> str:
-    """One run's results: its label, the key lesson in numbers, tables and plots."""
+def _lessons(recs: list[dict], df) -> list[str]:
+    """The course's headline comparisons, computed from the records: the best fine-tuned and
+    the best frozen model (on all training images) against the CNN from scratch."""
+    from tlkit import findings
+
+    full = df["train_images"].max()
+
+    # a fine-tuned run has a backbone that learned (notebook 3's head-only phase does not count)
+    tuned = df["kind"].eq("finetune") & ~df.index.map(lambda i: bool(recs[i].get("model", {}).get("frozen")))
+
+    def top(kind: str) -> dict | None:
+        rows = df[(tuned if kind == "finetune" else df["kind"].eq(kind)) & df["train_images"].eq(full)]
+        return recs[int(rows["test_accuracy"].idxmax())] if len(rows) else None
+
+    scratch = top("scratch")
+    if scratch is None:
+        return []
+    lines = []
+    for kind, what in (("finetune", "The best fine-tuned MobileNetV2"), ("frozen", "The best frozen MobileNetV2")):
+        other = top(kind)
+        if other is not None:
+            found = findings.compare(other, scratch, f"{what} ({other['name']})", "the CNN from scratch")
+            lines.append(f"- {found}")
+    return lines + [""] if lines else []
+
+
+def results_section(title: str, recs: list[dict], summary: dict | None, root: Path, key: str,
+                    who: str) -> str:
+    """One run's results (``who`` names the run in captions): its label, the key lesson in
+    numbers, tables and plots, runs grouped by how many training images they learned from."""
     from tlkit import plots
 
     recs, left_out = published(recs, summary)
@@ -83,12 +118,14 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
         return "\n".join([f"## {title}", "", *note, "No run records found.", ""])
     df = to_frame(recs)
     out = [f"## {title}", "", run_label(summary, recs), "", *note]
-    frozen = _of_kind(df, "frozen").sort_values("img_size")
+    out += _lessons(recs, df)
+    frozen = _of_kind(df, "frozen")
+    frozen = frozen[frozen["train_images"] == frozen["train_images"].max()].sort_values("img_size")
     if len(frozen):
         small = frozen.iloc[0]
         best = frozen.loc[frozen["test_accuracy"].idxmax()]
-        frozen_rec = next(r for r in recs if r.get("kind") == "frozen")
-        n_train = sum(frozen_rec["dataset"]["counts"]["train"])
+        frozen_rec = recs[int(small.name)]
+        n_train = int(small["train_images"])
         n_test = sum(frozen_rec["dataset"]["counts"]["test"])
         out += [f"Frozen MobileNetV2 ({small['weights']}) on {frozen_rec['dataset']['name']} "
                 f"({n_train:,} training and {n_test:,} test images): "
@@ -98,26 +135,31 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                           xlabel="input size (px)", ylabel="test accuracy")
         out.append(_figure(fig, f"{key}_frozen_by_size", root,
                            "Line chart of frozen MobileNetV2 test accuracy against input size",
-                           f"Notebook 2 ({key} run): the same frozen weights and head at each input size."))
+                           f"Notebook 2 ({who}): the same frozen weights and head at each input size."))
     main = _of_kind(df, *(k for k in KINDS if k != "ablation")).sort_values(
         ["kind", "img_size", "run"], key=lambda c: c.map(
             {"scratch": 0, "frozen": 1, "finetune": 2, "comparison": 3}) if c.name == "kind" else c)
-    out += ["### All runs of notebooks 1–4", "",
-            md_table(main, {"run": "run", "model": "model", "weights": "weights", "img_size": "input px",
-                            "train_accuracy": "train acc", "val_accuracy": "val acc",
-                            "test_accuracy": "test acc", "gap_train_test_accuracy": "train−test gap",
-                            "wall_seconds": "wall s"},
-                     {"train_accuracy": ".3f", "val_accuracy": ".3f", "test_accuracy": ".3f",
-                      "gap_train_test_accuracy": "+.3f", "wall_seconds": ".0f"}), ""]
+    out += ["Runs are grouped by the number of training images they learned from: accuracies from "
+            "different data sizes are not comparable. *train acc* is scored on images the model was "
+            "trained on, *val acc* and *test acc* on held-out images.", ""]
+    for n, group in main.groupby(main["train_images"].fillna(0).astype(int), sort=False):
+        heading = f"on {n:,} training images" if n else "(training-set size not recorded)"
+        out += [f"### Notebooks 1–4: runs {heading}", "",
+                md_table(group, {"run": "run", "model": "model", "weights": "weights", "img_size": "input px",
+                                 "train_accuracy": "train acc", "val_accuracy": "val acc",
+                                 "test_accuracy": "test acc", "gap_train_test_accuracy": "train−test gap",
+                                 "wall_seconds": "wall s"},
+                         {"train_accuracy": ".3f", "val_accuracy": ".3f", "test_accuracy": ".3f",
+                          "gap_train_test_accuracy": "+.3f", "wall_seconds": ".0f"}), ""]
     fig = plots.split_accuracies(main, label="run", title="Train, validation and test accuracy per run")
     out.append(_figure(fig, f"{key}_splits", root,
                        "Grouped bars of train, validation and test accuracy for every run",
-                       f"Gaps at a glance ({key} run)."))
+                       f"Gaps at a glance ({who})."))
     comp = _of_kind(df, "comparison")
     if len(comp):
         out += ["### Nine-model comparison (notebook 4)", "",
-                "Rows marked *random (from scratch)* had no ImageNet weights available and are not "
-                "transfer results.", "",
+                "Rows marked *random weights, head only* had no ImageNet weights available: a random "
+                "backbone under a trained head, neither transfer nor training from scratch.", "",
                 md_table(comp.sort_values(["weights", "test_accuracy"], ascending=[True, False]),
                          {"model": "model", "weights": "weights", "backbone_params": "parameters",
                           "images_per_second": "extraction img/s", "wall_seconds": "wall s",
@@ -129,7 +171,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                             xlabel="backbone parameters (log scale)", ylabel="test accuracy")
         out.append(_figure(fig, f"{key}_comparison", root,
                            "Scatter plot of test accuracy against parameters per backbone, by weights source",
-                           f"Notebook 4 ({key} run): transfer and from-scratch rows are marked apart."))
+                           f"Notebook 4 ({who}): transfer rows and random-weights rows are marked apart."))
     abl = _of_kind(df, "ablation")
     if len(abl):
         out += ["### Ablations (notebook 5)", "",
@@ -159,10 +201,11 @@ def write_results_page(root: Path, run: Path | None) -> Path:
         if folder.name == "bench":
             continue
         parts.append(results_section(f"Reference run: {folder.name} profile", read_records(ref),
-                                     load_summary(folder), root, f"ref_{folder.name}"))
+                                     load_summary(folder), root, f"ref_{folder.name}",
+                                     f"the reference {folder.name} run"))
     if run is not None:
         parts.append(results_section("This build's run", read_records(run / "records"), load_summary(run),
-                                     root, "this_run"))
+                                     root, "this_run", "this build's run"))
     return write_text("\n".join(parts) + "\n", root / "book" / "results.md")
 
 
@@ -188,21 +231,68 @@ def write_performance_page(root: Path, run: Path | None) -> Path:
     return write_text("\n".join(parts) + "\n", root / "book" / "performance.md")
 
 
+def _portable_pairs(run: Path, root: Path, summary: dict) -> list[tuple[str, str]]:
+    """Machine paths in a run's files and what a committed copy says instead (longest first)."""
+    pairs = [(str(run), f"runs/{run.name}"), (str(root), "."), (str(Path.home()), "~")]
+    for p in (summary.get("data_dir"), summary.get("weights_dir")):
+        if p and os.path.isabs(p):
+            pairs.append((p, Path(os.path.relpath(p, root)).as_posix()))
+    return sorted(pairs, key=lambda pair: -len(pair[0]))
+
+
+def portable(text: str, pairs: list[tuple[str, str]], name: str) -> str:
+    """``text`` with machine paths made relative; an error if one is left."""
+    for old, new in pairs:
+        text = text.replace(old, new)
+    left = MACHINE_PATH.search(text)
+    if left:
+        raise TlkitError(f"{name} still names a machine path ({left.group(0)}): run the course with "
+                         "--data-dir and --weights-dir inside or beside the repository")
+    return text
+
+
 def save_reference(run: str | Path, root: str | Path = ".") -> Path:
-    """Copy a course run's records and summary into book/reference/<profile>/ (to commit)."""
-    run, root = Path(run), Path(root)
+    """Copy a finished course run (executed notebooks, records, summary) into
+    book/reference/<profile>/ to commit, with machine paths made relative.
+
+    Everything is checked and written into a temporary folder first, then swapped in whole.
+    """
+    run, root = Path(run).resolve(), Path(root).resolve()
     summary = _finished_summary(run)
+    missing = [n for n in NOTEBOOKS if not (run / f"{n}.ipynb").is_file()]
+    if missing:
+        raise TlkitError(f"executed notebooks missing in {run}: {', '.join(missing)}; rerun them "
+                         f"with 'tlkit course run --profile {summary.get('profile')} --out {run} --resume'")
     recs = read_records(run / "records")  # every file checked before anything is replaced
-    dest = root / REFERENCE / summary["profile"]
-    if dest.exists():
-        shutil.rmtree(dest)
-    (dest / "records").mkdir(parents=True)
+    pairs = _portable_pairs(run, root, summary)
+    files: dict[str, str] = {}
+    for n in NOTEBOOKS:
+        text = portable((run / f"{n}.ipynb").read_text(encoding="utf-8"), pairs, f"{n}.ipynb")
+        size = len(text.encode("utf-8"))
+        if size > MAX_NOTEBOOK_BYTES:
+            raise TlkitError(f"{n}.ipynb is {size / 1e6:.1f} MB with its outputs, over the "
+                             f"{MAX_NOTEBOOK_BYTES / 1e6:.0f} MB a reference notebook may be: show fewer "
+                             "or smaller figures in it")
+        files[f"{n}.ipynb"] = text
     for r in recs:
-        p = Path(r["path"])
-        target = dest / "records" / p.relative_to(run / "records")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, target)
-    write_json(summary, dest / "summary.json")
+        rel = Path(r["path"]).relative_to(run / "records").as_posix()
+        files[f"records/{rel}"] = portable(Path(r["path"]).read_text(encoding="utf-8"), pairs, rel)
+    files["summary.json"] = portable(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", pairs,
+                                     "summary.json")
+    dest = root / REFERENCE / summary["profile"]
+    tmp, old = dest.with_name(f".{dest.name}.new"), dest.with_name(f".{dest.name}.old")
+    for d in (tmp, old):
+        if d.exists():
+            shutil.rmtree(d)
+    for rel, text in files.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_text(text, encoding="utf-8")
+    read_records(tmp / "records")  # still valid records after the paths changed
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    if old.exists():
+        shutil.rmtree(old)
     return dest
 
 
@@ -220,29 +310,88 @@ def _finished_summary(run: Path) -> dict:
     return summary
 
 
-def build_book(run: str | Path | None = "runs/smoke", root: str | Path = ".", log=print) -> Path:
-    """Copy a run's executed notebooks into book/notebooks/, generate the results and
-    performance pages, and build the HTML offline with warnings as errors."""
+def reference_run(root: str | Path = ".") -> Path:
+    """The committed reference run the book shows by default (book/reference/<profile>/)."""
+    for profile in REFERENCE_PROFILES:
+        folder = Path(root) / REFERENCE / profile
+        if (folder / "summary.json").is_file() and all((folder / f"{n}.ipynb").is_file() for n in NOTEBOOKS):
+            return folder
+    raise TlkitError(f"no reference run with executed notebooks in {REFERENCE.as_posix()}/: make one with "
+                     f"'{REGENERATE}', or build from another run with --run DIR")
+
+
+def _data_words(rec: dict) -> str:
+    d = rec.get("dataset", {})
+    counts = {k: sum(v) for k, v in d.get("counts", {}).items()}
+    train = rec.get("train_images") or counts.get("train")
+    sizes = [f"{train:,} train" if train else None, f"{counts['val']:,} validation" if counts.get("val") else None,
+             f"{counts['test']:,} test" if counts.get("test") else None]
+    return f"{d.get('name', '?')} ({' / '.join(s for s in sizes if s)} images)"
+
+
+def run_banner(summary: dict, recs: list[dict], notebook: str) -> str:
+    """The one-line note at the top of a notebook page: which run it shows."""
+    mine = [r for r in recs if record_notebook(r["path"]) == notebook_id(notebook)]
+    hw = summary.get("hardware", {})
+    device = ", ".join(hw.get("gpus") or []) or f"{hw.get('cpu', '?')} ({hw.get('cores', '?')} CPU cores)"
+    facts = [f"`{summary.get('profile')}` profile"]
+    data = sorted({_data_words(r) for r in mine})
+    if data:
+        facts.append("data: " + "; ".join(data))
+    weights = sorted({weights_kind(r.get("weights_source", "random"), r.get("kind"), r.get("weights_origin"))
+                      for r in mine})
+    if weights:
+        facts.append("weights: " + "; ".join(weights))
+    facts += [device, str(summary.get("created", ""))[:10],
+              f"tlkit commit `{(summary.get('git_commit') or 'unknown')[:10]}`"]
+    if summary.get("profile") == "smoke":
+        return ("```{warning}\n**This page shows a smoke run** (" + " · ".join(facts) + "): synthetic "
+                "shapes and random weights, so its numbers only show that the code runs, not what the "
+                "methods achieve.\n```")
+    return "```{note}\n**This page shows a real run:** " + " · ".join(facts) + ".\n```"
+
+
+def _with_banner(src: Path, dest: Path, banner: str, pairs: list[tuple[str, str]]) -> None:
+    """Copy an executed notebook with the run banner as its second cell and this machine's
+    paths made relative (``pairs``, see :func:`portable`)."""
+    text = src.read_text(encoding="utf-8")
+    for old, new in pairs:
+        text = text.replace(old, new)
+    nb = json.loads(text)
+    cell = {"cell_type": "markdown", "id": BANNER_ID, "metadata": {}, "source": banner}
+    nb["cells"] = [c for c in nb["cells"] if c.get("id") != BANNER_ID]
+    nb["cells"].insert(1 if nb["cells"] else 0, cell)
+    if (nb.get("nbformat"), nb.get("nbformat_minor", 0)) < (4, 5):
+        cell.pop("id")
+    write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", dest)
+
+
+def build_book(run: str | Path | None = None, root: str | Path = ".", log=print) -> Path:
+    """Build the HTML book offline with warnings as errors: the executed notebooks of a run
+    (by default the committed reference run), each with its run banner, and the results and
+    performance pages generated from records."""
     require("jupyter_book")
     root = Path(root).resolve()
     if not (root / "_config.yml").is_file():
         raise TlkitError(f"{root} has no _config.yml: pass --root (the repository root)")
-    if not run:
-        raise TlkitError("no course run given: pass --run, the --out folder of 'tlkit course run'")
-    run_dir = Path(run).resolve()
-    _finished_summary(run_dir)
+    run_dir = Path(run).resolve() if run else reference_run(root)
+    summary = _finished_summary(run_dir)
     if not all((run_dir / f"{n}.ipynb").is_file() for n in NOTEBOOKS):
         raise TlkitError(f"executed notebooks missing in {run_dir}: run 'tlkit course run --out {run}'")
+    recs = read_records(run_dir / "records")
     dest = root / "book" / "notebooks"
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
+    pairs = _portable_pairs(run_dir, root, summary)
     for n in NOTEBOOKS:
-        shutil.copy2(run_dir / f"{n}.ipynb", dest / f"{n}.ipynb")
+        _with_banner(run_dir / f"{n}.ipynb", dest / f"{n}.ipynb", run_banner(summary, recs, n), pairs)
     if (root / GENERATED).exists():
         shutil.rmtree(root / GENERATED)
-    write_results_page(root, run_dir)
-    write_performance_page(root, run_dir)
+    is_reference = run_dir.parent == (root / REFERENCE).resolve()
+    write_results_page(root, None if is_reference else run_dir)
+    write_performance_page(root, None if is_reference else run_dir)
+    log(f"book pages from {run_dir.relative_to(root) if run_dir.is_relative_to(root) else run_dir}", flush=True)
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root),
            "--warningiserror", "--nitpick", "--keep-going", "--all"]
     log("building the book: " + " ".join(cmd[3:]), flush=True)

@@ -163,11 +163,13 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("book", help="build the Jupyter Book")
     bsub = b.add_subparsers(dest="action", required=True)
-    bb = bsub.add_parser("build", help="build the HTML book from a course run, offline")
-    bb.add_argument("--run", default="runs/smoke", help="output folder of 'tlkit course run'")
+    bb = bsub.add_parser("build", help="build the HTML book offline, by default from the committed reference run")
+    bb.add_argument("--run", default=None, help="output folder of 'tlkit course run' to show instead "
+                    "of the reference run (book/reference/<profile>/)")
     bb.add_argument("--root", default=".", help="the repository root (holds _config.yml)")
     bb.set_defaults(func=_book)
-    br = bsub.add_parser("reference", help="keep a course run's records as the book's reference results")
+    br = bsub.add_parser("reference", help="keep a finished course run (executed notebooks and records) "
+                         "as the book's reference run")
     br.add_argument("--run", required=True, help="output folder of 'tlkit course run'")
     br.add_argument("--root", default=".")
     br.set_defaults(func=_reference)

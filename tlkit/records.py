@@ -28,7 +28,7 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "model": dict, "weights_source": str, "metrics": dict, "history": dict,
     "wall_seconds": _NUMBER, "images_per_second": _NUMBER, "seed": (int, type(None)),
     "hardware": dict, "backend": str, "versions": dict, "git_commit": (str, type(None))}
-OPTIONAL = {"evaluation": dict, "precision": str}
+OPTIONAL = {"evaluation": dict, "precision": str, "weights_origin": (str, type(None))}
 METRICS = ("train_accuracy", "train_loss", "test_accuracy", "test_loss")  # every record has these
 # JSON files tlkit writes beside records that are not records: the labels of an exported model.
 NOT_RECORDS = ("_labels.json",)
@@ -151,6 +151,7 @@ def make_record(*, kind: str, name: str, params: dict, dataset: dict, model: dic
            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "params": params, "dataset": dataset, "model": model,
            "weights_source": model.get("weights_source", "random"),
+           "weights_origin": weights_origin(model.get("weights_source", "random")),
            "metrics": metrics, "history": history or {}, "wall_seconds": wall_seconds,
            "images_per_second": images_per_second, "seed": seed, **env}
     if evaluation is not None:
@@ -259,15 +260,40 @@ def save_run(path: str | Path, *, kind: str, name: str, params: dict, dataset, m
     return rec
 
 
-def weights_kind(source: str) -> str:
-    """A short label of a weights source: ImageNet (local file / download), file, random."""
-    if source.startswith("imagenet:download"):
-        return "ImageNet (download)"
-    if source.startswith("imagenet:"):
-        return "ImageNet (local file)"
+# Local ImageNet weight files that are not the file Keras downloads, by SHA-256: the label a
+# table gives them (see ../shared/README.md for how the file was made).
+CONVERTED_WEIGHTS = {
+    "71e4c4ec4aa24c9c951b9265d6de42e1336dcf614c2214fa6a989208615e232c": "converted TF-slim checkpoint",
+}
+
+
+def weights_origin(source: str) -> str | None:
+    """Where ImageNet weights came from: a converted checkpoint, a Keras file or a Keras
+    download (None for other sources). Read from the file itself, when the record is made."""
+    if source == "imagenet:download":
+        return "Keras download"
+    path = Path(source.split(":", 1)[-1]) if source.startswith("imagenet:") else None
+    if path is None or not path.is_file():
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return CONVERTED_WEIGHTS.get(h.hexdigest(), "Keras file")
+
+
+def weights_kind(source: str, kind: str | None = None, origin: str | None = None) -> str:
+    """What a row is, in words: ImageNet weights (and from where), trained from scratch, or a
+    random backbone under a trained head (never to be read as transfer)."""
+    if source.startswith("imagenet"):
+        return f"ImageNet weights ({origin})" if origin else "ImageNet weights"
     if source.startswith("file:"):
         return "weights file"
-    return "random (from scratch)"
+    if kind in ("scratch", "train"):
+        return "trained from scratch"
+    return "random weights, fine-tuned" if kind == "finetune" else "random weights, head only"
 
 
 def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
@@ -283,11 +309,14 @@ def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
             continue
         m = r.get("model", {})
         rows.append({"run": r.get("name"), "kind": r.get("kind"), "model": m.get("base"),
-                     "weights": weights_kind(r.get("weights_source", "random")),
+                     "weights": weights_kind(r.get("weights_source", "random"), r.get("kind"),
+                                             r.get("weights_origin")),
                      "weights_source": r.get("weights_source"),
                      "img_size": m.get("img_size") or r.get("params", {}).get("img_size"),
                      "backbone_params": m.get("backbone_params"),
                      "num_classes": len(r.get("dataset", {}).get("class_names", [])) or None,
+                     "train_images": r.get("train_images") or sum(
+                         r.get("dataset", {}).get("counts", {}).get("train", []) or [0]) or None,
                      "wall_seconds": r.get("wall_seconds"), "images_per_second": r.get("images_per_second"),
                      "profile": r.get("params", {}).get("profile"), "backend": r.get("backend"),
                      "created": r.get("created"), **r.get("metrics", {})})
