@@ -79,6 +79,26 @@ def _mnv1_files(alpha: float, size: int) -> list[str]:
     return [f"mobilenet_{a}_{s}_tf_no_top.h5" for s in sizes]
 
 
+KERAS_TABLE = ("Keras Applications table, https://keras.io/api/applications/ ('Top-1 Accuracy', "
+               "'Parameters'; ImageNet validation, single centre crop, 1000-class top included)")
+
+
+@dataclass(frozen=True)
+class Published:
+    """Published ImageNet facts of one model at one width, with their source.
+
+    ``top1`` is the ImageNet top-1 accuracy (a fraction) at input ``size``; ``params_m``
+    the parameter count in millions as published (with the 1000-class top); ``None``
+    where the source gives no figure.
+    """
+
+    top1: float | None
+    params_m: float | None
+    size: int
+    source: str
+    alpha: float | None = None
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How to build one backbone: Keras constructor, input size, preprocessing, weights."""
@@ -92,10 +112,16 @@ class ModelSpec:
     pooling: bool = True
     paper: str = ""
     min_size: int = 32
+    published: tuple[Published, ...] = ()
 
     @property
     def pretrained(self) -> bool:
         return self.weight_files is not None
+
+    def facts(self, alpha: float | None = None) -> Published | None:
+        """The published ImageNet facts at width ``alpha`` (default: the full width), if any."""
+        alpha = alpha if alpha is not None else (1.0 if self.alphas else None)
+        return next((p for p in self.published if p.alpha == alpha), None)
 
 
 def _app(ctor_name: str, **fixed) -> Callable[..., keras.Model]:
@@ -112,6 +138,20 @@ def _fixed(names: list[str]) -> Callable[[float | None, int], list[str]]:
     return lambda alpha, size: list(names)
 
 
+KERAS_V3 = ("Keras MobileNetV3Large documentation, https://www.tensorflow.org/api_docs/python/tf/keras/"
+            "applications/MobileNetV3Large (table row mobilenet_v3_large_1.0_224: Top1 Accuracy, "
+            "Parameters(M)); Howard et al. 2019, arXiv:1905.02244 (the TF-slim table lists 75.2%)")
+KERAS_MNV2 = (KERAS_TABLE + "; the TF-slim table lists 71.8% and 3.47M for mobilenet_v2_1.0_224, the "
+              "checkpoint the offline file in shared/weights was converted from")
+TF_SLIM_V2 = ("TF-slim MobileNetV2 checkpoint table, https://github.com/tensorflow/models/blob/master/"
+              "research/slim/nets/mobilenet/README.md (mobilenet_v2_0.35_224: Top 1 Accuracy, "
+              "Parameters (M)); Sandler et al. 2018, arXiv:1801.04381")
+TF_SLIM_V1 = ("TF-slim MobileNet v1 table, https://github.com/tensorflow/models/blob/master/research/"
+              "slim/nets/mobilenet_v1.md (MobileNet_v1_0.25_224, 2018-02-22 checkpoints: Top-1 "
+              "Accuracy, Million Parameters, with top); Keras's file was saved with Keras 2.0.4 (2017), "
+              "so it comes from an earlier release of these checkpoints, whose top-1 may differ "
+              "slightly")
+
 REGISTRY: dict[str, ModelSpec] = {
     s.name: s for s in [
         ModelSpec("cnn", lambda input_shape, weights=None, alpha=None: fast_cnn_body(input_shape),
@@ -120,27 +160,39 @@ REGISTRY: dict[str, ModelSpec] = {
                   baseline_cnn_body(input_shape), 32, "unit", pooling=False,
                   paper="seed-style student baseline"),
         ModelSpec("resnet50", _app("ResNet50"), 224, "caffe",
-                  _fixed(["resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="he2016deep"),
+                  _fixed(["resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="he2016deep",
+                  published=(Published(0.749, 25.6, 224, KERAS_TABLE),)),
         ModelSpec("resnet101", _app("ResNet101"), 224, "caffe",
-                  _fixed(["resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="he2016deep"),
+                  _fixed(["resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="he2016deep",
+                  published=(Published(0.764, 44.7, 224, KERAS_TABLE),)),
         ModelSpec("resnet152", _app("ResNet152"), 224, "caffe",
-                  _fixed(["resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="he2016deep"),
+                  _fixed(["resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="he2016deep",
+                  published=(Published(0.766, 60.4, 224, KERAS_TABLE),)),
         ModelSpec("vgg16", _app("VGG16"), 224, "caffe",
-                  _fixed(["vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="simonyan2015very"),
+                  _fixed(["vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="simonyan2015very",
+                  published=(Published(0.713, 138.4, 224, KERAS_TABLE),)),
         ModelSpec("vgg19", _app("VGG19"), 224, "caffe",
-                  _fixed(["vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="simonyan2015very"),
+                  _fixed(["vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"]), paper="simonyan2015very",
+                  published=(Published(0.713, 143.7, 224, KERAS_TABLE),)),
         ModelSpec("efficientnetb0", _app("EfficientNetB0"), 224, "none",
-                  _fixed(["efficientnetb0_notop.h5"]), paper="tan2019efficientnet"),
+                  _fixed(["efficientnetb0_notop.h5"]), paper="tan2019efficientnet",
+                  published=(Published(0.771, 5.3, 224, KERAS_TABLE),)),
         ModelSpec("efficientnetb3", _app("EfficientNetB3"), 300, "none",
-                  _fixed(["efficientnetb3_notop.h5"]), paper="tan2019efficientnet"),
+                  _fixed(["efficientnetb3_notop.h5"]), paper="tan2019efficientnet",
+                  published=(Published(0.816, 12.3, 300, KERAS_TABLE),)),
         ModelSpec("mobilenetv2", _app("MobileNetV2"), 224, "tf", _mnv2_files,
-                  alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), paper="sandler2018mobilenetv2"),
+                  alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), paper="sandler2018mobilenetv2",
+                  published=(Published(0.713, 3.5, 224, KERAS_MNV2, 1.0),
+                             Published(0.603, 1.66, 224, TF_SLIM_V2, 0.35))),
         ModelSpec("mobilenetv3large", _app("MobileNetV3Large", include_preprocessing=True), 224,
                   "none", lambda alpha, size: [
                       f"weights_mobilenet_v3_large_224_{alpha or 1.0}_float_no_top_v2.h5"],
-                  alphas=(0.75, 1.0), paper="howard2019searching"),
+                  alphas=(0.75, 1.0), paper="howard2019searching",
+                  published=(Published(0.756, 5.4, 224, KERAS_V3, 1.0),)),
         ModelSpec("mobilenet", _app("MobileNet"), 224, "tf", _mnv1_files,
-                  alphas=(0.25, 0.5, 0.75, 1.0), paper="howard2017mobilenets"),
+                  alphas=(0.25, 0.5, 0.75, 1.0), paper="howard2017mobilenets",
+                  published=(Published(0.704, 4.3, 224, KERAS_TABLE, 1.0),
+                             Published(0.498, 0.47, 224, TF_SLIM_V1, 0.25))),
     ]
 }
 
@@ -482,3 +534,162 @@ def local_weights(weights_dir: str | Path | None = None) -> list[dict]:
                     found.append({"model": model, "alpha": alpha, "path": str(p.resolve()),
                                   "mb": round(p.stat().st_size / 2**20, 1)})
     return found
+
+
+# --------------------------------------------------------------------------- comparison
+
+WIDTH_VARIANTS: list[tuple[str, float]] = [("mobilenetv2", 0.35), ("mobilenet", 0.25)]
+NOT_AVAILABLE = "weights not available offline"
+
+
+def comparison_entries(names: Sequence[str], widths: Sequence[tuple[str, float]] = tuple(WIDTH_VARIANTS)
+                       ) -> list[tuple[str, float | None]]:
+    """(model, alpha) of each comparison row: ``names`` at full width, then the width variants."""
+    out: list[tuple[str, float | None]] = []
+    for name in names:
+        spec = get_spec(name)
+        out.append((spec.name, 1.0 if spec.alphas else None))
+    for name, alpha in widths:
+        if (get_spec(name).name, alpha) not in out:
+            out.append((get_spec(name).name, alpha))
+    return out
+
+
+def entry_label(name: str, alpha: float | None = None) -> str:
+    """A row's model name: ``mobilenetv2`` at full width, ``mobilenetv2 alpha 0.35`` otherwise."""
+    return name if alpha in (None, 1.0) else f"{name} alpha {alpha:g}"
+
+
+def is_transfer(label: str) -> bool:
+    """True for a row whose backbone carries ImageNet weights."""
+    return label.startswith("ImageNet weights")
+
+
+def weights_unavailable(name: str, weights: str | Path | None, alpha: float | None = None,
+                        img_size: int = 224, weights_dir: str | Path | None = None) -> bool:
+    """True when ImageNet weights are asked for and no local file holds them, so only a
+    download could bring them: a failed build then means 'not available offline'."""
+    return resolve_weights(name, weights, alpha, img_size, weights_dir)[1] == "imagenet:download"
+
+
+def measure_backbone(name: str, img_size: int, alpha: float | None = None,
+                     input_shape: tuple[int, int, int] = (32, 32, 3), batch_size: int = 32,
+                     steps: int = 2) -> dict:
+    """Cost of one registry extractor at ``img_size``: parameters (no top), forward FLOPs of
+    one image (:func:`tlkit.bench.forward_flops`) and inference images/s on this machine.
+
+    Built with random weights: the cost of a forward pass does not depend on the weights.
+    Throughput is timed over ``steps`` batches after one untimed batch (tracing).
+    """
+    import time
+
+    from tlkit.bench import forward_flops
+
+    extractor, _ = build_extractor(name, input_shape, img_size, "none", alpha)
+    x = np.random.default_rng(0).uniform(0, 255, (batch_size * steps, *input_shape)).astype("float32")
+    extractor.predict(x[:batch_size], batch_size=batch_size, verbose=0)
+    start = time.perf_counter()
+    extractor.predict(x, batch_size=batch_size, verbose=0)
+    seconds = time.perf_counter() - start
+    return {"model": name, "alpha": alpha, "img_size": img_size,
+            "backbone_params": int(extractor.count_params()), "forward_flops": forward_flops(extractor),
+            "images_per_second": round(len(x) / seconds, 1)}
+
+
+def comparison_row(name: str, alpha: float | None, cost: dict, record: dict | None = None,
+                   missing: str = NOT_AVAILABLE) -> dict:
+    """One row of the comparison table: published facts (with their source), cost measured
+    here, what the weights are, and the test accuracy of the frozen features + head run
+    (``record``, a run record) where there is one; ``missing`` says why there is none."""
+    from tlkit.records import weights_kind
+
+    facts = get_spec(name).facts(alpha)
+    acc = record["metrics"]["test_accuracy"] if record is not None else None
+    weights = (weights_kind(record["weights_source"], record["kind"], record.get("weights_origin"))
+               if record is not None else missing)
+    return {"model": entry_label(name, alpha), "base": name, "alpha": alpha,
+            "published_top1": facts.top1 if facts else None,
+            "published_params_m": facts.params_m if facts else None,
+            "published_size": facts.size if facts else None,
+            "source": facts.source if facts else "no published figure recorded",
+            "backbone_params": cost["backbone_params"], "gflops": cost["forward_flops"] / 1e9,
+            "img_size": cost["img_size"], "images_per_second": cost["images_per_second"],
+            "weights": weights, "test_accuracy": acc}
+
+
+def cost_sentence(a: dict, b: dict) -> str:
+    """How two comparison rows differ in cost: FLOPs ratio and measured throughput."""
+    ratio = a["gflops"] / b["gflops"] if b["gflops"] else float("inf")
+    return (f"{a['model']} needs {ratio:.1f} times the FLOPs of {b['model']} at {a['img_size']} px "
+            f"({a['gflops']:.3g} against {b['gflops']:.3g} GFLOPs) and runs at "
+            f"{a['images_per_second']:.0f} against {b['images_per_second']:.0f} images/s here.")
+
+
+def comparison_takeaways(rows: Sequence[dict], recs: dict[str, dict]) -> list[str]:
+    """Computed sentences on a comparison: which rows were measured, which measured model
+    scores highest and by how much (:func:`tlkit.findings.best`), what it costs against the
+    cheapest measured one, and what the width variants give up (:func:`tlkit.findings.compare`).
+    ``recs`` maps a row's model to its run record."""
+    from tlkit import findings
+
+    measured = [r for r in rows if r["model"] in recs]
+    missing = sorted({r["weights"] for r in rows if r["model"] not in recs})
+    kinds = ", ".join(sorted({r["weights"] for r in measured})) or "none"
+    out = [f"{len(measured)} of {len(rows)} rows have a measured test accuracy (weights: {kinds})"
+           + (f"; the other rows: {', '.join(missing)}." if missing else ".")]
+    if not measured:
+        return out
+    names = [r["model"] for r in measured]
+    said = [str(findings.best([recs[n] for n in names], names))]
+    top = max(measured, key=lambda r: r["test_accuracy"])
+    cheap = min(measured, key=lambda r: r["gflops"])
+    if cheap is not top:
+        said.append(cost_sentence(top, cheap))
+    by_model = {r["model"]: r for r in measured}
+    for name, alpha in WIDTH_VARIANTS:
+        full, narrow = entry_label(name), entry_label(name, alpha)
+        if full in by_model and narrow in by_model:
+            said.append(f"{findings.compare(recs[full], recs[narrow], full, narrow)} "
+                        + cost_sentence(by_model[full], by_model[narrow]))
+    if not all(is_transfer(r["weights"]) for r in measured):  # never read as transfer
+        said = [f"Not transfer ({kinds}): {s}" for s in said]
+    return out + said
+
+
+def facts_table(entries: Sequence[tuple[str, float | None]]):
+    """The published ImageNet facts of each (model, alpha), with their full source."""
+    import pandas as pd
+
+    rows = []
+    for name, alpha in entries:
+        f = get_spec(name).facts(alpha)
+        rows.append({"model": entry_label(name, alpha), "ImageNet top-1": _pct(f.top1 if f else None),
+                     "at px": f.size if f else None,
+                     "params (M, with top)": f.params_m if f else None,
+                     "source": f.source if f else "no published figure recorded"})
+    return pd.DataFrame(rows)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{x:.1%}"
+
+
+def comparison_table(rows: Sequence[dict]):
+    """The comparison rows as a table to show: published facts with a short source, cost
+    counted and measured here, the weights, and test accuracy ("—" where none was measured)."""
+    import pandas as pd
+
+    size = rows[0]["img_size"] if rows else "?"
+    return pd.DataFrame([{
+        "model": r["model"],
+        "ImageNet top-1 (published)": _pct(r["published_top1"]) + (
+            f" at {r['published_size']} px" if r["published_size"] not in (None, 224) else ""),
+        "params (published, with top)": "—" if r["published_params_m"] is None
+        else f"{r['published_params_m']:g}M",
+        "source": r["source"].split(",")[0] if r["published_top1"] is not None else r["source"],
+        "backbone params (here, no top)": f"{r['backbone_params'] / 1e6:.2f}M",
+        f"GFLOPs at {size} px": f"{r['gflops']:.3g}",
+        "images/s here": f"{r['images_per_second']:.0f}",
+        "weights": r["weights"],
+        "test accuracy (frozen features + head)": _pct(r["test_accuracy"]),
+    } for r in rows])
