@@ -203,3 +203,47 @@ def test_two_classes_train_evaluate_probe_and_plots(two_class_ds, tmp_path):
     titles = [ax.get_title() for ax in figures["grid.png"].axes if ax.get_title()]
     assert len(titles) == 4
     assert all(t.split("\n")[0].split(": ")[1] in ds.class_names for t in titles)
+
+
+# --------------------------------------------------------------------------- train accuracy of a head
+
+def test_head_train_accuracy_is_on_the_images_it_trained_on(monkeypatch):
+    """A head trained on a share of the training split (notebook 5's data-size ablation) is
+    scored on exactly that share: the rows fit_head trained on are the rows evaluate_head scores."""
+    from tlkit import evaluate as evaluate_module
+    from tlkit import features
+
+    rng = np.random.default_rng(0)
+    n = 60
+    y_train = np.repeat(np.arange(3), n // 3)
+    # column 0 of a feature row is the row's index in the training split: it says which image it is
+    x_train = np.column_stack([np.arange(n), rng.normal(size=(n, 3))]).astype("float32")
+    x_val, y_val = rng.normal(size=(9, 4)).astype("float32"), np.arange(9) % 3
+    x_test, y_test = rng.normal(size=(12, 4)).astype("float32"), np.arange(12) % 3
+    ds = Dataset("toy", "test", NAMES, x_train, y_train, x_test, y_test, x_val, y_val)
+    feats = features.Features("toy", 8, "random", {"train": x_train, "val": x_val, "test": x_test})
+
+    trained_on, scored = [], []
+    real_fit, real_predict = features.fit, evaluate_module.predict_proba
+
+    def spy_fit(head, x, y, **kwargs):
+        trained_on.append(x[:, 0].astype(int))
+        return real_fit(head, x, y, **kwargs)
+
+    def spy_predict(model, x, batch_size=256):
+        scored.append(np.asarray(x))
+        return real_predict(model, x, batch_size)
+
+    monkeypatch.setattr(features, "fit", spy_fit)
+    monkeypatch.setattr(evaluate_module, "predict_proba", spy_predict)
+    head, _ = features.fit_head(feats, ds, epochs=1, train_fraction=0.3, seed=3, use_flips=False)
+    ev = features.evaluate_head(head, feats, ds, train_fraction=0.3, seed=3)
+    rows = scored[0][:, 0].astype(int)  # evaluate() scores train, then val, then test
+    assert len(trained_on[0]) == 18 and ev["train"]["n"] == 18
+    assert sorted(rows) == sorted(trained_on[0])
+    assert set(rows) != set(features.train_indices(y_train, 0.3, seed=4))  # a share, not any 18 rows
+    expected = score(y_train[rows], real_predict(head, x_train[rows]), NAMES)
+    assert ev["train"]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert ev["val"]["n"] == 9 and ev["test"]["n"] == 12  # held-out splits are scored whole
+    full = features.evaluate_head(head, feats, ds, seed=3)
+    assert full["train"]["n"] == n  # the default: the whole training split

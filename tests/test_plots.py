@@ -102,3 +102,131 @@ def test_no_path_no_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     fig = plots.class_accuracy(CM, NAMES)
     assert fig.axes and not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- legibility
+
+LONG = ["CNN from scratch, 40 epochs", "frozen MobileNetV2 @ 32 px", "frozen MobileNetV2 @ 96 px",
+        "frozen MobileNetV2 @ 160 px", "fine-tuned MobileNetV2, last 40 layers", "fine-tuned, 20 layers",
+        "fine-tuned, 60 layers", "resnet50 head", "resnet101 head", "vgg16 head", "efficientnetb0 head",
+        "efficientnetb3 head", "mobilenetv3large head", "a run name far too long to fit on one line at all"]
+_rng = np.random.default_rng(1)
+MANY = pd.DataFrame({"run": LONG, "params": np.logspace(5, 8, len(LONG)),
+                     "train_accuracy": _rng.uniform(0.7, 1, len(LONG)),
+                     "val_accuracy": _rng.uniform(0.6, 0.9, len(LONG)),
+                     "test_accuracy": _rng.uniform(0.6, 0.9, len(LONG)),
+                     "family": _rng.choice(["ImageNet weights (converted TF-slim checkpoint)",
+                                            "trained from scratch"], len(LONG))})
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+MANY_CHARTS = {
+    "compare": lambda p: plots.compare(MANY, "params", "test_accuracy", "run", hue="family", logx=True,
+                                       title="Test accuracy against parameters", path=p),
+    "bars": lambda p: plots.bars(MANY, "run", "test_accuracy", hue="family", path=p),
+    "lines": lambda p: plots.lines(MANY.assign(size=np.tile([32, 96], len(LONG) // 2)), "size",
+                                   "test_accuracy", hue="family", logx=True, path=p),
+    "split_accuracies": lambda p: plots.split_accuracies(MANY, path=p),
+    "confusion_matrix": lambda p: plots.confusion_matrix(
+        np.eye(10, dtype=int) * 50 + 3, CIFAR, title="A long confusion matrix title that says which model "
+        "and which split it shows (rows: true class)", path=p),
+    "learning_curves": lambda p: plots.learning_curves(HISTORY, "curves", path=p),
+}
+
+
+def _renderer(fig):
+    fig.draw_without_rendering()
+    return fig.canvas.get_renderer()
+
+
+def _texts(fig):
+    from matplotlib.text import Text
+
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+@pytest.mark.parametrize("name", list(MANY_CHARTS))
+def test_legible_at_book_width(name, tmp_path):
+    """Scaled to the book's column, every text of a figure keeps at least 9 pt."""
+    path = tmp_path / f"{name}.png"
+    fig = MANY_CHARTS[name](path)
+    assert_labelled(fig.axes[0])
+    with Image.open(path) as im:
+        width = im.size[0]
+    scale = min(1.0, plots.BOOK_WIDTH_PX / width)
+    assert width <= 1.15 * plots.BOOK_WIDTH_PX, f"{width} px wide: shown at {scale:.0%}"
+    for t in _texts(fig):
+        shown_pt = t.get_fontsize() * plots.DPI / 96 * scale  # CSS: 96 px per inch
+        assert shown_pt >= 9, (t.get_text(), t.get_fontsize(), shown_pt)
+
+
+@pytest.mark.parametrize("name", ["bars", "split_accuracies"])
+def test_run_labels_do_not_collide(name, tmp_path):
+    fig = MANY_CHARTS[name](None)
+    renderer = _renderer(fig)
+    ax = fig.axes[0]
+    ticks = ax.get_yticklabels()
+    assert len(ticks) == len(LONG)
+    assert all(len(line) <= plots.LABEL_CHARS + 20 for t in ticks for line in t.get_text().split("\n"))
+    boxes = [t.get_window_extent(renderer) for t in ticks]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert legend.y1 <= ax.get_window_extent(renderer).y0  # below the plot, over no data
+
+
+def test_confusion_title_clear_of_colour_bar():
+    fig = MANY_CHARTS["confusion_matrix"](None)
+    renderer = _renderer(fig)
+    ax, cbar = fig.axes[0], fig.axes[1]
+    title = ax.title.get_window_extent(renderer)
+    assert not title.overlaps(cbar.get_tightbbox(renderer))
+    assert title.y0 >= ax.get_window_extent(renderer).y1  # above the heat map
+    assert 0 <= title.x0 and title.x1 <= fig.bbox.x1  # inside the figure
+    assert len(ax.get_title().split("\n")) >= 2  # wrapped, not run on
+
+
+def test_compare_labels_do_not_overlap():
+    """Labels that would overlap become numbers with a key below; few short ones stay put."""
+    few = plots.compare(RUNS, "params", "test_accuracy", "run", logx=True)
+    assert sorted(t.get_text() for t in few.axes[0].texts) == ["a", "b", "c"]
+    fig = MANY_CHARTS["compare"](None)
+    renderer = _renderer(fig)
+    ax = fig.axes[0]
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    key = " ".join(t.get_text() for t in fig.axes[1].texts)
+    assert all(run.split()[0] in key for run in LONG)
+    assert ax.get_xscale() == "log"
+
+
+def test_split_accuracies_rows_and_duplicates():
+    df = pd.concat([RUNS, RUNS.iloc[[0]]])  # a run name twice: two rows, not one averaged bar
+    fig = plots.split_accuracies(df)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c", "a (2)"]
+    train = [c for c in ax.collections if c.get_label() == "train"]
+    assert train and np.allclose(train[0].get_offsets()[:, 0], df["train_accuracy"])
+
+
+def test_lines_logx():
+    per_class = pd.DataFrame({"images_per_class": [10, 30, 100, 300] * 2,
+                              "test_accuracy": [0.3, 0.5, 0.6, 0.7, 0.2, 0.4, 0.55, 0.65],
+                              "model": ["frozen"] * 4 + ["scratch"] * 4})
+    fig = plots.lines(per_class, "images_per_class", "test_accuracy", hue="model", logx=True,
+                      title="Label efficiency", xlabel="images per class", ylabel="test accuracy")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "30", "100", "300"]
+    assert_labelled(ax)
+    plain = plots.lines(per_class, "images_per_class", "test_accuracy", None, "t", "x", "y", None)
+    assert plain.axes[0].get_xscale() == "linear"  # positional arguments as before
+
+
+def test_histograms_threshold(tmp_path):
+    rng = np.random.default_rng(0)
+    fig = plots.histograms({"test images": rng.uniform(0.5, 1, 50), "noise": rng.uniform(0, 0.6, 50)},
+                           "Top-class probability (stand-in model)", "top-class probability",
+                           threshold=0.5, path=tmp_path / "h.png")
+    assert_png(tmp_path / "h.png")
+    ax = fig.axes[0]
+    assert_labelled(ax)
+    assert "stand-in" in ax.get_title()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["test images", "noise", "threshold 0.5"]

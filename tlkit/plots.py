@@ -1,30 +1,120 @@
 """Plots: learning curves, confusion matrices, prediction grids, per-class and comparison
 charts. Every function returns the figure and saves a PNG when given a path; in a notebook
-the figure shows inline."""
+the figure shows inline.
+
+Figures are sized for the book's content column (about :data:`BOOK_WIDTH_PX` pixels): at
+most :data:`WIDTH` inches wide at :data:`DPI`, so that text keeps about 9 pt or more when the
+page scales them to the column. Long run labels are wrapped and many runs are drawn as
+horizontal rows; legends sit below the axes, where they cover no data.
+"""
 from __future__ import annotations
 
+import functools
+import math
+import textwrap
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from matplotlib import ticker
 
 from tlkit.evaluate import per_class_accuracy
 
+DPI = 110  # PNG resolution (figure inches × DPI = pixels)
+WIDTH = 7.0  # inches: a figure's width, about the book's column at DPI
+BOOK_WIDTH_PX = 750  # the book's content column, to which wider figures are scaled down
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9.5,
+         "ytick.labelsize": 9.5, "legend.fontsize": 9.5, "legend.title_fontsize": 9.5,
+         "figure.titlesize": 12}
+SMALL = 8.5  # annotations (bar values, cell values, image titles): still ≥ 9 pt displayed
+LABEL_CHARS = 30  # run labels wrap at this many characters
+
+
+def _styled(func: Callable) -> Callable:
+    """Make a plotting function's figure with the course's font sizes."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return func(*args, **kwargs)
+    return wrapper
+
+
+def _figure(w: float, h: float, **kwargs):
+    return plt.subplots(figsize=(min(w, WIDTH), h), layout="constrained", **kwargs)
+
 
 def _finish(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return fig
 
 
+def _wrap(text, width: int = LABEL_CHARS) -> str:
+    return textwrap.fill(str(text), width, break_long_words=False) or str(text)
+
+
+def _title_chars(inches: float, fontsize: float) -> int:
+    """About how many characters of a title fit in ``inches``."""
+    return max(20, int(inches * 72 / (fontsize * 0.55)))
+
+
+def _set_title(ax, title: str, inches: float | None = None) -> None:
+    size = plt.rcParams["axes.titlesize"]
+    size = size if isinstance(size, (int, float)) else 11
+    width = inches or ax.figure.get_figwidth() - 0.6
+    ax.set_title(textwrap.fill(title, _title_chars(width, size)))
+
+
+def _unique(labels: Sequence) -> list[str]:
+    """Labels made unique (a repeated one gets `` (2)``...): each row stays its own bar."""
+    seen: dict[str, int] = {}
+    out = []
+    for lab in map(str, labels):
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if seen[lab] == 1 else f"{lab} ({seen[lab]})")
+    return out
+
+
+def _is_text(values) -> bool:
+    return not np.issubdtype(np.asarray(values).dtype, np.number)
+
+
+def _horizontal(labels: Sequence, n_max: int = 6, chars: int = 14) -> bool:
+    """Whether categories read better as rows: many of them, or long ones."""
+    labels = [str(x) for x in labels]
+    return len(labels) > n_max or max((len(x) for x in labels), default=0) > chars
+
+
+def _legend_below(fig: plt.Figure, ax, title: str | None = None) -> None:
+    """Move an axes' legend below the plot, in as many columns as fit."""
+    leg = ax.get_legend()
+    if leg is None:
+        return
+    handles, texts = leg.legend_handles, [t.get_text() for t in leg.get_texts()]
+    title = leg.get_title().get_text() if title is None else title
+    leg.remove()
+    labels = [_wrap(t, 30) for t in texts]
+    longest = max((len(t) for t in texts), default=1)
+    ncol = max(1, min(len(labels), int(fig.get_figwidth() * 72 / (9.5 * 0.6 * (min(longest, 30) + 5)))))
+    fig.legend(handles, labels, title=title or None, loc="outside lower center", ncol=ncol,
+               frameon=False)
+
+
+def _value_format(values) -> str:
+    top = float(np.nanmax(np.abs(np.asarray(values, dtype=float)))) if len(values) else 0.0
+    return "%.0f" if top >= 100 else "%.1f" if top >= 10 else "%.2f"
+
+
+@_styled
 def learning_curves(history: dict, title: str = "Learning curves", path: str | Path | None = None
                     ) -> plt.Figure:
     """Loss and accuracy per epoch, train against validation; phases shaded."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = _figure(WIDTH, 3.3, ncols=2)
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     for ax, metric in zip(axes, ("loss", "accuracy")):
         if metric in history:
@@ -35,26 +125,44 @@ def learning_curves(history: dict, title: str = "Learning curves", path: str | P
         for i in range(1, len(phases)):
             if phases[i] != phases[i - 1]:
                 ax.axvline(i + 0.5, color="grey", lw=1, ls=":")
-                ax.text(i + 0.6, ax.get_ylim()[1], phases[i], va="top", fontsize=8, color="grey")
+                ax.text(i + 0.6, ax.get_ylim()[1], phases[i], va="top", fontsize=SMALL, color="grey")
         ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.legend()
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, _title_chars(WIDTH, 12)))
     return _finish(fig, path)
 
 
+@_styled
 def confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Sequence[str],
                      title: str = "Confusion matrix (rows: true class)", normalize: bool = True,
                      path: str | Path | None = None) -> plt.Figure:
-    """A heat map of the confusion matrix, row-normalised by default."""
+    """A heat map of the confusion matrix, row-normalised by default.
+
+    The title sits above the heat map and is wrapped to its width; the colour bar is
+    shorter than the heat map, so the two never meet.
+    """
     cm = np.asarray(confusion, dtype=float)
     if normalize:
         cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
-    sns.heatmap(cm, annot=n <= 12, fmt=".2f" if normalize else ".0f", cmap="Blues", ax=ax,
+    side = min(5.0, max(3.0, 0.5 * n))  # the heat map's side, inches
+    longest = max((len(str(c)) for c in class_names), default=1)
+    fig, ax = _figure(side + 1.6 + 0.07 * longest, side + 1.4 + 0.05 * longest)
+    annot = side / n >= 0.4
+    sns.heatmap(cm, annot=annot, fmt=".2f" if normalize else ".0f", cmap="Blues", ax=ax,
                 xticklabels=class_names, yticklabels=class_names, cbar=True, square=True,
-                cbar_kws={"label": "fraction of true class" if normalize else "images"})
-    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+                annot_kws={"fontsize": SMALL},
+                cbar_kws={"label": "fraction of true class" if normalize else "images",
+                          "shrink": 0.75, "pad": 0.04})
+    ax.set(xlabel="predicted class", ylabel="true class")
+    if longest > 4 or n > 8:
+        ax.tick_params(axis="x", labelrotation=45)
+        for t in ax.get_xticklabels():
+            t.set_ha("right")
+            t.set_rotation_mode("anchor")
+    ax.tick_params(axis="y", labelrotation=0)
+    _set_title(ax, title, side)
     return _finish(fig, path)
 
 
@@ -64,7 +172,9 @@ def _grid(images: np.ndarray, n: int, seed: int, cell: tuple[float, float]):
     idx = rng.choice(len(images), min(n, len(images)), replace=False)
     cols = int(np.ceil(np.sqrt(len(idx))))
     rows = int(np.ceil(len(idx) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cell[0] * cols, cell[1] * rows), squeeze=False)
+    scale = min(1.0, WIDTH / (cell[0] * cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cell[0] * cols * scale, cell[1] * rows * scale),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, idx):
@@ -72,107 +182,238 @@ def _grid(images: np.ndarray, n: int, seed: int, cell: tuple[float, float]):
     return fig, list(zip(axes.flat, idx))
 
 
+@_styled
 def samples(images: np.ndarray, labels: Sequence[int], class_names: Sequence[str], n: int = 16,
             title: str = "Sample images", seed: int = 0, path: str | Path | None = None) -> plt.Figure:
     """A grid of random images with their class names."""
     fig, cells = _grid(images, n, seed, (1.7, 1.9))
     for ax, i in cells:
-        ax.set_title(class_names[int(labels[i])], fontsize=8)
+        ax.set_title(class_names[int(labels[i])], fontsize=SMALL)
     fig.suptitle(title)
     return _finish(fig, path)
 
 
+@_styled
 def prediction_grid(images: np.ndarray, y_true: Sequence[int], proba: np.ndarray,
                     class_names: Sequence[str], n: int = 16, title: str = "Predictions",
                     seed: int = 0, path: str | Path | None = None) -> plt.Figure:
     """A grid of images with true and predicted classes; mistakes in red."""
-    fig, cells = _grid(images, n, seed, (1.9, 2.1))
+    fig, cells = _grid(images, n, seed, (1.75, 2.0))
     for ax, i in cells:
         pred = int(np.argmax(proba[i]))
         ok = pred == int(y_true[i])
         ax.set_title(f"true: {class_names[int(y_true[i])]}\npred: {class_names[pred]} "
-                     f"({proba[i][pred]:.0%})", fontsize=8, color="black" if ok else "red")
+                     f"({proba[i][pred]:.0%})", fontsize=SMALL, color="black" if ok else "red")
     fig.suptitle(f"{title} (red: mistakes)")
     return _finish(fig, path)
 
 
+@_styled
 def per_class_bars(per_class: dict, title: str = "Per-class precision, recall and F1",
                    path: str | Path | None = None) -> plt.Figure:
-    """Grouped bars of precision, recall and F1 for every class."""
+    """Grouped bars of precision, recall and F1 for every class (rows when there are many)."""
     names = list(per_class)
     metrics = ("precision", "recall", "f1-score")
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names)), 3.6))
+    pos = np.arange(len(names))
+    rows = len(names) > 12
+    fig, ax = _figure(WIDTH, 0.45 * len(names) + 1.5 if rows else 3.8)
     for j, m in enumerate(metrics):
-        ax.bar(x + (j - 1) * 0.27, [per_class[c][m] for c in names], 0.27, label=m)
-    ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set(ylim=(0, 1.05), ylabel="score", xlabel="class", title=title)
-    ax.legend(ncol=3, loc="lower right")
+        values = [per_class[c][m] for c in names]
+        if rows:
+            ax.barh(pos + (j - 1) * 0.27, values, 0.27, label=m)
+        else:
+            ax.bar(pos + (j - 1) * 0.27, values, 0.27, label=m)
+    if rows:
+        ax.set_yticks(pos, names)
+        ax.invert_yaxis()
+        ax.set(xlim=(0, 1.05), xlabel="score", ylabel="class")
+    else:
+        ax.set_xticks(pos, names, rotation=30, ha="right", rotation_mode="anchor")
+        ax.set(ylim=(0, 1.05), ylabel="score", xlabel="class")
+    ax.legend()
+    _set_title(ax, title)
+    _legend_below(fig, ax, title="")
     return _finish(fig, path)
 
 
+@_styled
 def class_accuracy(confusion: Sequence[Sequence[int]], class_names: Sequence[str],
                    title: str = "Accuracy per class", path: str | Path | None = None) -> plt.Figure:
     """Horizontal bars of per-class accuracy (recall), sorted."""
     acc = per_class_accuracy(confusion)
     order = np.argsort(acc)
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(class_names) + 1))
-    ax.barh([class_names[i] for i in order], acc[order], color="tab:blue")
-    ax.set(xlim=(0, 1), xlabel="accuracy (recall)", ylabel="class", title=title)
+    fig, ax = _figure(6, 0.35 * len(class_names) + 1.2)
+    ax.barh([str(class_names[i]) for i in order], acc[order], color="tab:blue")
+    ax.set(xlim=(0, 1), xlabel="accuracy (recall)", ylabel="class")
+    _set_title(ax, title)
     return _finish(fig, path)
 
 
+def _labels_collide(fig: plt.Figure, ax, texts: list) -> bool:
+    """Whether point labels overlap each other or leave the axes."""
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    inside = ax.get_window_extent(renderer)
+    for i, b in enumerate(boxes):
+        if b.x1 > inside.x1 or b.y1 > inside.y1 or b.x0 < inside.x0 or b.y0 < inside.y0:
+            return True
+        if any(b.overlaps(c) for c in boxes[i + 1:]):
+            return True
+    return False
+
+
+@_styled
 def compare(df, x: str, y: str, label: str, hue: str | None = None, title: str = "",
             xlabel: str | None = None, ylabel: str | None = None, logx: bool = False,
             path: str | Path | None = None) -> plt.Figure:
-    """A labelled scatter plot of one column against another (e.g. accuracy vs parameters)."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    sns.scatterplot(data=df, x=x, y=y, hue=hue, style=hue, s=80, ax=ax)
-    for _, row in df.iterrows():
-        ax.annotate(str(row[label]), (row[x], row[y]), fontsize=8, xytext=(4, 3),
-                    textcoords="offset points")
+    """A labelled scatter plot of one column against another (e.g. accuracy vs parameters).
+
+    Points carry their labels where these fit; where they would overlap, the points carry
+    numbers and a key below the plot names them.
+    """
+    df = df.reset_index(drop=True)
+    labels = _unique(df[label])
+    fig, (ax, key) = plt.subplots(2, 1, figsize=(WIDTH, 5.0), layout="constrained",
+                                  height_ratios=[4.0, 0.05])
+    key.axis("off")
+    sns.scatterplot(data=df, x=x, y=y, hue=hue, style=hue, s=70, ax=ax)
     if logx:
         ax.set_xscale("log")
-    ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title or f"{y} against {x}")
+    ax.margins(x=0.08, y=0.1)
+    ax.set(xlabel=xlabel or x, ylabel=ylabel or y)
+    _set_title(ax, title or f"{y} against {x}")
+    if hue is not None:
+        _legend_below(fig, ax)
+    texts = [ax.annotate(lab, (px, py), fontsize=SMALL, xytext=(5, 3), textcoords="offset points")
+             for lab, px, py in zip(labels, df[x], df[y])]
+    if _labels_collide(fig, ax, texts):
+        for t in texts:
+            t.remove()
+        for i, (px, py) in enumerate(zip(df[x], df[y]), 1):
+            ax.annotate(str(i), (px, py), fontsize=9, fontweight="bold", xytext=(5, 3),
+                        textcoords="offset points")
+        cols = 2
+        rows = math.ceil(len(labels) / cols)
+        fig.set_figheight(fig.get_figheight() + 0.22 * rows)
+        ax.get_gridspec().set_height_ratios([4.0, 0.22 * rows])
+        for i, lab in enumerate(labels):
+            key.text((i // rows) / cols, 1 - (i % rows + 0.5) / rows, f"{i + 1}  {_wrap(lab, 40)}",
+                     fontsize=9.5, va="center", transform=key.transAxes)
     return _finish(fig, path)
 
 
+@_styled
 def bars(df, x: str, y: str, hue: str | None = None, title: str = "", xlabel: str | None = None,
          ylabel: str | None = None, path: str | Path | None = None) -> plt.Figure:
-    """Labelled bars of one column per row (e.g. accuracy per model or per input size)."""
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(df)), 3.8))
-    sns.barplot(data=df, x=x, y=y, hue=hue, ax=ax)
+    """Labelled bars of one column per row (e.g. accuracy per model or per input size).
+
+    Many categories, or long ones, are drawn as horizontal rows with wrapped labels.
+    """
+    data = df.copy()
+    text = _is_text(data[x])
+    if text:
+        data[x] = [_wrap(v) for v in data[x]]
+    rows = text and _horizontal(df[x])
+    n_cats = data[x].nunique()
+    n_hue = int(data.groupby(x, sort=False)[hue].nunique().max()) if hue else 1  # bars per category
+    if rows:
+        lines_per = max(str(v).count("\n") + 1 for v in data[x])
+        fig, ax = _figure(WIDTH, 1.3 + n_cats * max(0.28 * n_hue, 0.22 * lines_per) + 0.3 * (hue is not None))
+        sns.barplot(data=data, x=y, y=x, hue=hue, orient="h", errorbar=None, ax=ax)
+        ax.set(xlabel=ylabel or y, ylabel=xlabel or x)
+        ax.margins(x=0.12)
+    else:
+        fig, ax = _figure(max(5.0, 0.6 * n_cats * n_hue + 1.5), 3.8)
+        sns.barplot(data=data, x=x, y=y, hue=hue, errorbar=None, ax=ax)
+        ax.set(xlabel=xlabel or x, ylabel=ylabel or y)
+        ax.margins(y=0.1)
+    fmt = _value_format(data[y])
     for c in ax.containers:
-        ax.bar_label(c, fmt="%.2f", fontsize=7)
-    ax.tick_params(axis="x", rotation=30)
-    ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title or f"{y} by {x}")
+        ax.bar_label(c, fmt=fmt, fontsize=SMALL, padding=2)
+    _set_title(ax, title or f"{y} by {x}")
+    _legend_below(fig, ax)
     return _finish(fig, path)
 
 
+@_styled
 def lines(df, x: str, y: str, hue: str | None = None, title: str = "", xlabel: str | None = None,
-          ylabel: str | None = None, path: str | Path | None = None) -> plt.Figure:
-    """Lines of one column against another, one per ``hue`` (e.g. accuracy vs input size)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+          ylabel: str | None = None, path: str | Path | None = None, logx: bool = False
+          ) -> plt.Figure:
+    """Lines of one column against another, one per ``hue`` (e.g. accuracy vs input size).
+
+    ``logx`` puts x on a log scale (e.g. images per class), ticked at the data's x values
+    when there are few of them.
+    """
+    fig, ax = _figure(6.5, 3.8)
     sns.lineplot(data=df, x=x, y=y, hue=hue, style=hue, markers=True, dashes=False, ax=ax)
-    ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title or f"{y} against {x}")
+    if logx:
+        ax.set_xscale("log")
+        values = np.unique(np.asarray(df[x], dtype=float))
+        if 0 < len(values) <= 10:
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set(xlabel=xlabel or x, ylabel=ylabel or y)
+    _set_title(ax, title or f"{y} against {x}")
+    if hue is not None:
+        _legend_below(fig, ax)
     return _finish(fig, path)
 
 
+@_styled
+def histograms(groups: dict, title: str, xlabel: str, threshold: float | None = None,
+               bins: int = 20, value_range: tuple[float, float] | None = (0.0, 1.0),
+               path: str | Path | None = None) -> plt.Figure:
+    """Overlaid density histograms of several groups of values (e.g. top-class probability
+    on test images and on noise), with an optional threshold marked."""
+    fig, ax = _figure(6.5, 3.8)
+    names = list(groups)
+    ax.hist([np.asarray(groups[k], dtype=float) for k in names], bins=bins, range=value_range,
+            density=True, label=names)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:g}")
+    ax.set(xlabel=xlabel, ylabel="density")
+    _set_title(ax, title)
+    ax.legend()
+    _legend_below(fig, ax, title="")
+    return _finish(fig, path)
+
+
+SPLITS = {"train_accuracy": ("train", "o", "tab:blue"), "val_accuracy": ("validation", "s", "tab:orange"),
+          "test_accuracy": ("test", "D", "tab:green")}
+
+
+@_styled
 def split_accuracies(df, label: str = "run", title: str = "Train, validation and test accuracy per run",
                      path: str | Path | None = None) -> plt.Figure:
-    """Grouped bars of train/validation/test accuracy per run: the gaps at a glance.
+    """Train, validation and test accuracy of every run, one row per run: the gaps at a glance.
 
-    ``df`` has a ``label`` column and ``train_accuracy``, ``val_accuracy``, ``test_accuracy``.
+    ``df`` has a ``label`` column and ``train_accuracy``, ``val_accuracy``, ``test_accuracy``
+    (those present are drawn). Each row joins a run's accuracies with a line, whose length
+    is the run's largest gap.
     """
-    cols = [c for c in ("train_accuracy", "val_accuracy", "test_accuracy") if c in df]
-    long = df.melt(id_vars=[label], value_vars=cols, var_name="split", value_name="accuracy")
-    long["split"] = long["split"].str.replace("_accuracy", "").str.replace("val", "validation")
-    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(df)), 4))
-    sns.barplot(data=long, x=label, y="accuracy", hue="split", ax=ax)
-    ax.tick_params(axis="x", rotation=40)
-    for t in ax.get_xticklabels():
-        t.set_ha("right")
-    ax.set(ylim=(0, 1.05), xlabel=label, ylabel="accuracy", title=title)
+    cols = [c for c in SPLITS if c in df]
+    labels = [_wrap(v) for v in _unique(df[label])]
+    n = len(labels)
+    lines_total = sum(lab.count("\n") + 1 for lab in labels)
+    fig, ax = _figure(WIDTH, 1.6 + 0.2 * lines_total + 0.12 * n)
+    pos = np.arange(n)
+    values = df[cols].to_numpy(dtype=float)
+    ax.hlines(pos, np.nanmin(values, 1), np.nanmax(values, 1), color="0.7", lw=2.5, zorder=1)
+    for j, c in enumerate(cols):
+        name, marker, colour = SPLITS[c]
+        ax.scatter(values[:, j], pos, marker=marker, s=45, color=colour, label=name, zorder=2,
+                   edgecolor="white", linewidth=0.6)
+    ax.set_yticks(pos, labels)
+    ax.set_ylim(n - 0.5, -0.5)  # the first run on top
+    low = np.nanmin(values) if values.size and np.isfinite(values).any() else 0.0
+    ax.set_xlim(max(0.0, math.floor((low - 0.02) * 10) / 10), 1.01)
+    ax.grid(axis="x", color="0.9")
+    ax.set_axisbelow(True)
+    ax.set(xlabel="accuracy", ylabel=label)
+    ax.legend()
+    _set_title(ax, title)
+    _legend_below(fig, ax, title="split")
     return _finish(fig, path)
 
 
@@ -180,6 +421,6 @@ def myst_figure(fig: plt.Figure, path: Path, src: str, alt: str, caption: str) -
     """Save ``fig`` as ``path``, close it, and return a MyST figure block (with alt text)
     that shows it from ``src`` (the path as the page sees it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return f":::{{figure}} {src}\n:alt: {alt}\n\n{caption}\n:::\n"
