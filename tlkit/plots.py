@@ -36,8 +36,14 @@ def _styled(func: Callable) -> Callable:
     """Make a plotting function's figure with the course's font sizes."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        with plt.rc_context(STYLE):
+        # Only STYLE's keys are set and restored: plt.rc_context restores every rcParam, and
+        # restoring the backend makes Jupyter's inline backend drop later cells' figures.
+        old = {k: plt.rcParams[k] for k in STYLE}
+        plt.rcParams.update(STYLE)
+        try:
             return func(*args, **kwargs)
+        finally:
+            plt.rcParams.update(old)
     return wrapper
 
 
