@@ -299,3 +299,40 @@ def test_head_on_a_share_is_scored_on_the_images_it_trained_on(tiny_ds):
     proba = np.asarray(head.predict(feats.splits["train"][idx], verbose=0))
     assert ev["train"]["accuracy"] == pytest.approx(float((proba.argmax(1) == tiny_ds.y_train[idx]).mean()))
     assert ev["test"]["n"] == len(tiny_ds.y_test)
+
+
+def test_per_class_indices_are_stratified_seeded_and_nested(tiny_ds):
+    """k images of every class; the same seed gives the same choice, and a smaller count's
+    images are part of a larger count's (curve points differ only by the labels they add)."""
+    from tlkit.features import per_class_indices
+
+    y = tiny_ds.y_train
+    three = per_class_indices(y, 3, seed=0)
+    assert np.bincount(y[three]).tolist() == [3] * tiny_ds.num_classes
+    assert (three == np.sort(three)).all() and len(set(three)) == len(three)
+    assert (per_class_indices(y, 3, seed=0) == three).all()
+    assert set(three) <= set(per_class_indices(y, 6, seed=0))
+    assert not (per_class_indices(y, 3, seed=1) == three).all()
+    assert (per_class_indices(y, None) == np.arange(len(y))).all()
+    with pytest.raises(ValueError, match="fewer than"):
+        per_class_indices(y, int(np.bincount(y).min()) + 1)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="whole number"):
+            per_class_indices(y, bad)
+
+
+def test_train_subset_keeps_val_and_test(tiny_ds):
+    from tlkit.features import per_class_indices, train_subset
+
+    rng = np.random.default_rng(0)
+    splits = {s: rng.normal(size=(len(getattr(tiny_ds, f"y_{s}")), 5)).astype(np.float32)
+              for s in ("train", "val", "test")}
+    splits["train_flip"] = splits["train"] + 1
+    feats = features.Features("cnn", 32, "random", splits)
+    idx = per_class_indices(tiny_ds.y_train, 2)
+    sub_feats, sub = train_subset(feats, tiny_ds, idx)
+    assert (sub_feats.splits["train"] == splits["train"][idx]).all()
+    assert (sub_feats.splits["train_flip"] == splits["train_flip"][idx]).all()
+    assert sub_feats.splits["test"] is splits["test"] and sub.x_test is tiny_ds.x_test
+    assert (sub.y_train == tiny_ds.y_train[idx]).all() and len(sub.x_train) == len(idx)
+    assert feats.splits["train"] is splits["train"]  # the original is left as it was

@@ -1,6 +1,8 @@
 """tlkit.findings: computed sentences say the right direction, and nothing inside the noise."""
 from __future__ import annotations
 
+import pytest
+
 from tlkit import findings
 
 
@@ -30,6 +32,9 @@ def test_interval_shrinks_with_n():
 def test_best_names_the_top_run():
     f = findings.best([rec(0.6), rec(0.9), rec(0.7)], ["a", "b", "c"])
     assert f.text.startswith("b scores highest") and f.direction == "greater"
+    tie = findings.best([rec(0.80, n=200), rec(0.81, n=200)], ["phase 1: head", "phase 2: all"])
+    assert tie.text.startswith("phase 2: all scores highest, but not clearly ahead of phase 1: head: "
+                               "no clear difference (test accuracy 81.0%")
 
 
 def test_trend_grows_shrinks_and_flat():
@@ -47,3 +52,44 @@ def test_cost_ratio():
     f = findings.cost_ratio(rec(0.8, wall=300), rec(0.8, wall=100), "fine-tuning", "the head")
     assert "3.0 times" in f.text and f.direction == "greater"
     assert findings.cost_ratio(rec(0.8, wall=81), rec(0.8, wall=86), "a", "b").direction == "none"
+
+
+def test_compare_at_counts_each_setting_and_the_change():
+    a = [rec(0.60), rec(0.70), rec(0.80)]
+    b = [rec(0.30), rec(0.60), rec(0.795)]
+    f = findings.compare_at([500, 10, 100], [a[2], a[0], a[1]], [b[2], b[0], b[1]], "frozen", "scratch")
+    assert f.text.startswith("Frozen against scratch at 3 settings of images per class: ahead at 2, "
+                             "behind at 0, no clear difference at 1.")
+    lines = f.text.splitlines()
+    assert lines[1].startswith("- 10 images per class: frozen beats scratch by 30.0 points")
+    assert "no clear difference" in lines[3] and lines[3].startswith("- 500")
+    assert lines[4].startswith("From 10 to 500 images per class, the difference moves in favour of scratch")
+    assert f.direction == "none"
+    assert f.numbers["values"] == [10, 100, 500]
+    same = findings.compare_at([1, 2], [rec(0.9), rec(0.9)], [rec(0.5), rec(0.5)], "a", "b")
+    assert same.direction == "greater" and "No clear change" in same.text
+    assert findings.compare_at([1], [rec(0.2)], [rec(0.5)], "a", "b").direction == "less"
+    with pytest.raises(ValueError):
+        findings.compare_at([1, 2], [rec(0.2)], [rec(0.5)], "a", "b")
+
+
+def test_gap():
+    r = {"metrics": {"train_accuracy": 0.95, "test_accuracy": 0.85},
+         "evaluation": {"train": {"n": 5000}, "test": {"n": 10000}}}
+    f = findings.gap(r, "CNN")
+    assert f.direction == "greater" and "10.0 points higher" in f.text and "5,000 images" in f.text
+    r["metrics"]["train_accuracy"] = 0.851
+    assert findings.gap(r, "CNN").direction == "none"
+
+
+def test_confusions_names_the_largest_off_diagonal_cells():
+    cm = [[8, 2, 0], [5, 5, 0], [0, 1, 9]]
+    f = findings.confusions(cm, ["cat", "dog", "ship"], top=2)
+    assert f.text == ("The most frequent mistakes on the test set: dog taken for cat 5 times (50.0% of the "
+                      "dog images); cat taken for dog 2 times (20.0% of the cat images).")
+    assert findings.confusions([[3, 0], [0, 4]], ["a", "b"]).text == "No test image is misclassified."
+
+
+def test_as_record_feeds_compare():
+    a, b = findings.as_record({"accuracy": 0.9, "n": 10000}), findings.as_record({"accuracy": 0.8, "n": 10000})
+    assert findings.compare(a, b, "with flips", "without").direction == "greater"

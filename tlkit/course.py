@@ -36,7 +36,8 @@ GPU = {
     "01": dict(dataset="cifar10", limit_per_class=None, epochs=40, batch_size=256, lr=4e-3,
                label_smoothing=0.1, early_stopping=10),
     "02": dict(dataset="cifar10", limit_per_class=None, sizes=[32, 96, 160, 224], alpha=1.0,
-               weights="imagenet", head_epochs=40),
+               weights="imagenet", head_epochs=40, curve_img_size=160, curve_counts=[10, 25, 100, 500],
+               curve_min_images=100_000),
     "03": dict(dataset="cifar10", limit_per_class=None, img_size=160, alpha=1.0, weights="imagenet",
                head_epochs=20, finetune_epochs=6, unfreeze_last=40, stages=[20, 60, 120],
                batch_size=128, finetune_lr=1e-4),
@@ -53,7 +54,8 @@ GPU = {
 CHANGES = {
     "smoke": {
         "01": dict(dataset="synthetic", epochs=3, batch_size=32, lr=2e-3, early_stopping=None),
-        "02": dict(dataset="synthetic", sizes=[32, 64], alpha=0.35, weights="none", head_epochs=5),
+        "02": dict(dataset="synthetic", sizes=[32, 64], alpha=0.35, weights="none", head_epochs=5,
+                   curve_img_size=32, curve_counts=[5, 20], curve_min_images=200),
         "03": dict(dataset="synthetic", img_size=32, alpha=0.35, weights="none", head_epochs=3,
                    finetune_epochs=1, unfreeze_last=10, stages=[5, 10], batch_size=32),
         "04": dict(dataset="synthetic", img_size=32,
@@ -64,7 +66,7 @@ CHANGES = {
     },
     "cpu": {  # all of CIFAR-10's training images; the bench (tlkit bench --suite cpu) uses these too
         "01": dict(epochs=10, batch_size=256, lr=4e-3, label_smoothing=0.2, early_stopping=None),
-        "02": dict(sizes=[32, 96, 128, 160], head_epochs=40),
+        "02": dict(sizes=[32, 96, 128, 160], head_epochs=40, curve_img_size=96, curve_min_images=30_000),
         "03": dict(img_size=128, head_epochs=20, finetune_epochs=2, unfreeze_last=64, stages=[20, 64],
                    batch_size=64),
         "04": dict(limit_per_class=150, img_size=96),

@@ -272,3 +272,28 @@ def probe(base: str, ds: Dataset, *, img_size: int | None = None, weights: str |
     evaluation = evaluate_head(head, feats, ds, train_fraction=head_kwargs.get("train_fraction", 1.0),
                                seed=head_kwargs.get("seed", 0))
     return ProbeRun(feats, head, result, evaluation, note)
+
+
+def per_class_indices(y: np.ndarray, per_class: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``per_class`` training images of every class (None: all), a seeded
+    stratified choice. With one seed, a smaller count's images are part of every larger
+    count's, so points of a label-efficiency curve differ only in how many labels they add."""
+    if per_class is None:
+        return np.arange(len(y))
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise ValueError(f"per_class must be a whole number of at least 1 or None, not {per_class!r}")
+    classes, counts = np.unique(y, return_counts=True)
+    if counts.min() < per_class:
+        raise ValueError(f"class {classes[counts.argmin()]} has {counts.min()} training images, "
+                         f"fewer than {per_class} per class")
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in classes]))
+
+
+def train_subset(feats: Features, ds: Dataset, idx: np.ndarray) -> tuple[Features, Dataset]:
+    """The features and data set with only the training images ``idx`` (their mirrored
+    features too); validation and test splits unchanged. Train a head on them with
+    :func:`fit_head` and score it with :func:`evaluate_head`."""
+    splits = {k: (v[idx] if k in ("train", "train_flip") else v) for k, v in feats.splits.items()}
+    return (dataclasses.replace(feats, splits=splits),
+            dataclasses.replace(ds, x_train=ds.x_train[idx], y_train=ds.y_train[idx]))

@@ -80,7 +80,7 @@ def best(records: Sequence[dict], names: Sequence[str], split: str = "test") -> 
     c = compare(records[top], records[second], names[top], names[second], split)
     if c.direction == "none":
         return Finding(f"{names[top]} scores highest, but not clearly ahead of {names[second]}: "
-                       + c.text.split(": ", 1)[1], "none", c.numbers)
+                       + c.text[len(f"{names[top]} and {names[second]}: "):], "none", c.numbers)
     return Finding(f"{names[top]} scores highest: " + c.text, "greater", c.numbers)
 
 
@@ -120,3 +120,71 @@ def cost_ratio(a: dict, b: dict, a_name: str, b_name: str) -> Finding:
                        "none", {"ratio": r})
     return Finding(f"{a_name} took {r:.1f} times the wall time of {b_name} ({ta:.0f} s against "
                    f"{tb:.0f} s).", "greater" if r > 1 else "less", {"ratio": r})
+
+
+def compare_at(values: Sequence[float], a: Sequence[dict], b: Sequence[dict], a_name: str, b_name: str,
+               what: str = "images per class", split: str = "test") -> Finding:
+    """``a[i]`` against ``b[i]`` at each setting ``values[i]`` (e.g. labelled images per class):
+    how often each is ahead, the sentence of each setting, and whether the difference changes
+    from the smallest setting to the largest beyond the noise of both ends (and in whose favour)."""
+    if not len(values) == len(a) == len(b) or not values:
+        raise ValueError(f"compare_at needs one record of each side per setting, not {len(values)} "
+                         f"settings, {len(a)} and {len(b)} records")
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    cs = [(values[i], compare(a[i], b[i], a_name, b_name, split)) for i in order]
+    count = {d: sum(c.direction == d for _, c in cs) for d in ("greater", "less", "none")}
+    k = len(cs)
+    head = (f"{a_name[:1].upper() + a_name[1:]} against {b_name} at {k} setting{'s' * (k != 1)} of "
+            f"{what}: ahead at {count['greater']}, behind at {count['less']}, no clear difference at "
+            f"{count['none']}.")
+    lines = [f"- {v:g} {what}: {c.text}" for v, c in cs]
+    nums = {"values": [v for v, _ in cs], "differences": [c.numbers["difference"] for _, c in cs],
+            "noise": [c.numbers["noise"] for _, c in cs], **count}
+    if k > 1:
+        (v0, c0), (v1, c1) = cs[0], cs[-1]
+        change = c1.numbers["difference"] - c0.numbers["difference"]
+        noise = math.hypot(c0.numbers["noise"], c1.numbers["noise"])
+        nums.update(change=change, change_noise=noise)
+        ends = (f"{c0.numbers['difference'] * 100:+.1f} points at {v0:g}, "
+                f"{c1.numbers['difference'] * 100:+.1f} at {v1:g}; noise ±{_points(noise)}")
+        if abs(change) <= noise:
+            lines.append(f"No clear change in the difference from {v0:g} to {v1:g} {what} ({ends}).")
+        else:
+            lines.append(f"From {v0:g} to {v1:g} {what}, the difference moves in favour of "
+                         f"{a_name if change > 0 else b_name} ({ends}).")
+    direction = "greater" if count["greater"] == k else "less" if count["less"] == k else "none"
+    return Finding("\n".join([head, *lines]), direction, nums)
+
+
+def gap(record: dict, name: str, a: str = "train", b: str = "test") -> Finding:
+    """The accuracy gap of one run between two splits (train − test by default)."""
+    pa, pb = accuracy(record, a), accuracy(record, b)
+    na, nb = test_n(record, a), test_n(record, b)
+    d, noise = pa - pb, diff_noise(pa, na, pb, nb)
+    nums = {"a": pa, "b": pb, "difference": d, "noise": noise, "n_a": na, "n_b": nb}
+    where = f"{a} accuracy {pa:.1%} on {na:,} images, {b} accuracy {pb:.1%} on {nb:,}"
+    if abs(d) <= noise:
+        return Finding(f"{name}: no clear {a}−{b} gap ({where}; ±{_points(noise)} noise).", "none", nums)
+    side = "higher" if d > 0 else "lower"
+    return Finding(f"{name}: {a} accuracy is {_points(d)} {side} than {b} accuracy ({where}; noise "
+                   f"±{_points(noise)}).", "greater" if d > 0 else "less", nums)
+
+
+def confusions(confusion: Sequence[Sequence[int]], class_names: Sequence[str], top: int = 3) -> Finding:
+    """The ``top`` most frequent mistakes of a confusion matrix (rows: true class), each with
+    its share of the true class's images."""
+    cm = [[int(v) for v in row] for row in confusion]
+    cells = sorted(((cm[i][j], i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i][j]),
+                   reverse=True)[:top]
+    if not cells:
+        return Finding("No test image is misclassified.", "none", {"pairs": []})
+    parts = [f"{class_names[i]} taken for {class_names[j]} {n:,} times ({n / max(sum(cm[i]), 1):.1%} of "
+             f"the {class_names[i]} images)" for n, i, j in cells]
+    return Finding("The most frequent mistakes on the test set: " + "; ".join(parts) + ".", "none",
+                   {"pairs": [(class_names[i], class_names[j], n) for n, i, j in cells]})
+
+
+def as_record(score: dict, split: str = "test") -> dict:
+    """One split's score (``evaluate.score``'s dict) in the shape :func:`compare` reads, to
+    compare two scorings of one model (e.g. with and without test-time augmentation)."""
+    return {"metrics": {f"{split}_accuracy": score["accuracy"]}, "evaluation": {split: {"n": score["n"]}}}
