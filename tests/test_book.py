@@ -230,3 +230,23 @@ def test_book_build_refuses_a_run_with_failed_notebooks(root):
     with pytest.raises(TlkitError, match=r"04 \(failed\), 05 \(skipped\)"):
         build_book(run, root)
     assert not (root / "book" / "notebooks").exists() and not (root / "book" / "results.md").exists()
+
+
+def test_results_page_label_efficiency_curve(root):
+    """Notebook 2's curve points (ablation records) join the full-data runs, apart from notebook 5's."""
+    run = _write_run(root / "run", {})
+    for method, acc in (("frozen", 0.5), ("scratch", 0.2)):
+        rec = make_record(kind="ablation", name=f"02 curve {method} 10/class",
+                          params={"profile": "cpu", "method": method, "per_class": 10, "train_images": 20,
+                                  "curve_img_size": 96},
+                          dataset={"name": "cifar10", "class_names": ["a", "b"],
+                                   "counts": {"train": [10, 10], "test": [50, 50]}},
+                          model={"base": "cnn"}, metrics={"train_accuracy": 1.0, "test_accuracy": acc,
+                                                          "train_loss": 0.1, "test_loss": 1.0})
+        write_record(rec, run / "records" / f"02_curve_{method}_10.json")
+    section = write_results_page(root, run).read_text().split("## This build's run", 1)[1]
+    rows = _tables(section)["Label efficiency (notebook 2)"]
+    assert [(r["images per class"], r["frozen head"], r["CNN from scratch"]) for r in rows] == [
+        ("10", "0.500", "0.200"), ("500", "0.812", "0.611")]
+    assert [r["ablation"] for r in _tables(section)["Ablations (notebook 5)"]] == ["dropout = 0.5"]
+    assert (root / "book" / "_generated" / "this_run_label_efficiency.png").is_file()

@@ -105,6 +105,45 @@ def _lessons(recs: list[dict], df) -> list[str]:
     return lines + [""] if lines else []
 
 
+def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[str]:
+    """Notebook 2's label-efficiency curve: test accuracy against labelled images per class,
+    its points plus the full-data frozen run (at the curve's size) and the CNN from scratch."""
+    from tlkit import plots
+    import pandas as pd
+
+    names = {"frozen": "frozen head", "scratch": "CNN from scratch"}
+    points = [r for r in recs if record_notebook(r["path"]) == "02" and r.get("kind") == "ablation"
+              and r.get("params", {}).get("method") in names]
+    if not points:
+        return []
+    size = points[0]["params"].get("curve_img_size")
+    full = [(m, r) for r in recs for m in names
+            if (m == "scratch" and r.get("kind") == "scratch")
+            or (m == "frozen" and r.get("kind") == "frozen" and record_notebook(r["path"]) == "02"
+                and r.get("params", {}).get("img_size") == size)]
+    rows = [{"method": names[r["params"]["method"]], "per_class": r["params"]["per_class"],
+             "train_images": r["params"]["train_images"], "test_accuracy": r["metrics"]["test_accuracy"]}
+            for r in points]
+    for m, r in full:
+        n = r.get("train_images") or sum(r["dataset"]["counts"]["train"])
+        rows.append({"method": names[m], "per_class": n / len(r["dataset"]["counts"]["train"]),
+                     "train_images": n, "test_accuracy": r["metrics"]["test_accuracy"]})
+    curve = pd.DataFrame(rows).sort_values(["method", "per_class"], ignore_index=True)
+    wide = curve.pivot_table(index="per_class", columns="method", values="test_accuracy").reset_index()
+    fig = plots.lines(curve, "per_class", "test_accuracy", hue="method", logx=True,
+                      title="Test accuracy against labelled images per class",
+                      xlabel="labelled training images per class (log scale)", ylabel="test accuracy")
+    return ["### Label efficiency (notebook 2)", "",
+            f"The frozen head learns on cached {size}-px features; the CNN from scratch is notebook 1's "
+            "recipe. Both train on the same seeded subsets of the training split; test accuracy on the "
+            "whole test split.", "",
+            md_table(wide, {"per_class": "images per class", **{v: v for v in names.values()}},
+                     {"per_class": ",.0f", **{v: ".3f" for v in names.values()}}), "",
+            _figure(fig, f"{key}_label_efficiency", root,
+                    "Line chart of test accuracy against labelled images per class, frozen head and CNN from scratch",
+                    f"Notebook 2 ({who}): how many labels each method needs."), ""]
+
+
 def results_section(title: str, recs: list[dict], summary: dict | None, root: Path, key: str,
                     who: str) -> str:
     """One run's results (``who`` names the run in captions): its label, the key lesson in
@@ -172,7 +211,9 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
         out.append(_figure(fig, f"{key}_comparison", root,
                            "Scatter plot of test accuracy against parameters per backbone, by weights source",
                            f"Notebook 4 ({who}): transfer rows and random-weights rows are marked apart."))
+    out += _label_efficiency(recs, root, key, who)
     abl = _of_kind(df, "ablation")
+    abl = abl[[record_notebook(recs[i]["path"]) != "02" for i in abl.index]]
     if len(abl):
         out += ["### Ablations (notebook 5)", "",
                 md_table(abl, {"run": "ablation", "train_accuracy": "train acc", "val_accuracy": "val acc",
