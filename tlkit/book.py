@@ -275,6 +275,10 @@ def write_performance_page(root: Path, run: Path | None) -> Path:
 def _portable_pairs(run: Path, root: Path, summary: dict) -> list[tuple[str, str]]:
     """Machine paths in a run's files and what a committed copy says instead (longest first)."""
     pairs = [(str(run), f"runs/{run.name}"), (str(root), "."), (str(Path.home()), "~")]
+    made_in = subprocess.run(["git", "-C", str(run), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True).stdout.strip()  # the checkout the run was made in, if another
+    if made_in:
+        pairs.append((made_in, "."))
     for p in (summary.get("data_dir"), summary.get("weights_dir")):
         if p and os.path.isabs(p):
             pairs.append((p, Path(os.path.relpath(p, root)).as_posix()))
