@@ -293,8 +293,9 @@ def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir:
             continue
         log(f"bench: {part}", flush=True)
         load_before, t0 = cpu_load(), time.perf_counter()
+        at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         steps[part]()
-        measured[part] = {"at": now, "seconds": round(time.perf_counter() - t0, 1),
+        measured[part] = {"at": at, "seconds": round(time.perf_counter() - t0, 1),
                           "load_before": load_before, "load_after": cpu_load()}
         save()
     save()
