@@ -102,7 +102,7 @@ def _lessons(recs: list[dict], df) -> list[str]:
         if other is not None:
             found = findings.compare(other, scratch, f"{what} ({other['name']})", "the CNN from scratch")
             lines.append(f"- {found}")
-    return lines + [""] if lines else []
+    return ["**The headline comparisons**, computed from these records:", "", *lines, ""] if lines else []
 
 
 def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[str]:
@@ -184,7 +184,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     for n, group in main.groupby(main["train_images"].fillna(0).astype(int), sort=False):
         heading = f"on {n:,} training images" if n else "(training-set size not recorded)"
         out += [f"### Notebooks 1–4: runs {heading}", "",
-                md_table(group, {"run": "run", "model": "model", "weights": "weights", "img_size": "input px",
+                md_table(group, {"run": "run", "weights": "weights", "img_size": "input px",
                                  "train_accuracy": "train acc", "val_accuracy": "val acc",
                                  "test_accuracy": "test acc", "gap_train_test_accuracy": "train−test gap",
                                  "wall_seconds": "wall s"},
