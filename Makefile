@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make course   the whole course on its small built-in default (smoke profile), then the book
-#   make test     unit tests, nbval over the notebooks, a smoke course + book build, smoke bench
+#                 (from the committed reference run, book/reference/)
+#   make test     unit tests, nbval over the notebooks, a smoke course, the book from the smoke
+#                 run and from the reference run, smoke bench
 # Both create .venv on first use. BACKEND picks the Keras backend extra (tf-cpu, tf, jax, torch)
 # and the backend everything runs on (KERAS_BACKEND, exported to every command below).
 PYTHON ?= python3
@@ -29,7 +31,7 @@ $(STAMP): pyproject.toml
 
 course: $(STAMP)
 	$(BIN)/tlkit course run --profile smoke --out runs/smoke
-	$(BIN)/tlkit book build --run runs/smoke
+	$(BIN)/tlkit book build
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q --durations=10
@@ -40,6 +42,7 @@ endif
 	TLKIT_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax notebooks -q -p no:cacheprovider
 	$(BIN)/tlkit course run --profile smoke --out runs/ci-smoke
 	$(BIN)/tlkit book build --run runs/ci-smoke
+	$(BIN)/tlkit book build
 	test -f _build/html/index.html
 	$(BIN)/tlkit bench --suite smoke --course-summary runs/ci-smoke/summary.json --out runs/ci-bench
 
