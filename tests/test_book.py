@@ -94,8 +94,8 @@ def test_results_page_numbers(root):
             row = runs[name]
             assert (row["train acc"], row["val acc"], row["test acc"]) == (f"{tr:.3f}", f"{va:.3f}", f"{te:.3f}")
             assert row["input px"] == str(size) and row["train−test gap"] == f"{tr - te:+.3f}"
-    assert [r["model"] for r in tables["Nine-model comparison (notebook 4)"]] == ["mobilenetv2"]
-    assert tables["Nine-model comparison (notebook 4)"][0]["parameters"] == "2,257,984"
+    assert [r["backbone"] for r in tables["Model comparison (notebook 4)"]] == ["resnet50"]
+    assert tables["Model comparison (notebook 4)"][0]["parameters"] == "2,257,984"
     assert tables["Ablations (notebook 5)"] == [{"ablation": "dropout = 0.5", "train acc": "0.800",
                                                  "val acc": "0.740", "test acc": "0.735",
                                                  "train−val gap": "+0.060"}]

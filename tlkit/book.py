@@ -196,21 +196,26 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                        f"Gaps at a glance ({who})."))
     comp = _of_kind(df, "comparison")
     if len(comp):
-        out += ["### Nine-model comparison (notebook 4)", "",
-                "Rows marked *random weights, head only* had no ImageNet weights available: a random "
-                "backbone under a trained head, neither transfer nor training from scratch.", "",
+        comp = comp.assign(backbone=comp["run"].str.removeprefix("04 "))
+        random_rows = comp["weights"].str.startswith("random").any()
+        out += ["### Model comparison (notebook 4)", "",
+                "Rows with a measured accuracy only: a model whose ImageNet weights were not available "
+                "has none, and notebook 4's page lists all nine with their published figures."
+                + (" Rows marked *random weights, head only* are a random backbone under a trained "
+                   "head: neither transfer nor training from scratch." if random_rows else ""), "",
                 md_table(comp.sort_values(["weights", "test_accuracy"], ascending=[True, False]),
-                         {"model": "model", "weights": "weights", "backbone_params": "parameters",
+                         {"backbone": "backbone", "weights": "weights", "backbone_params": "parameters",
                           "images_per_second": "extraction img/s", "wall_seconds": "wall s",
                           "test_accuracy": "test acc"},
                          {"backbone_params": ",.0f", "images_per_second": ".0f", "wall_seconds": ".0f",
                           "test_accuracy": ".3f"}), ""]
-        fig = plots.compare(comp, "backbone_params", "test_accuracy", label="model", hue="weights", logx=True,
+        fig = plots.compare(comp, "backbone_params", "test_accuracy", label="backbone", hue="weights", logx=True,
                             title="Test accuracy against backbone parameters",
                             xlabel="backbone parameters (log scale)", ylabel="test accuracy")
         out.append(_figure(fig, f"{key}_comparison", root,
                            "Scatter plot of test accuracy against parameters per backbone, by weights source",
-                           f"Notebook 4 ({who}): transfer rows and random-weights rows are marked apart."))
+                           f"Notebook 4 ({who}): each backbone's frozen features and trained head, "
+                           "marked by where its weights came from."))
     out += _label_efficiency(recs, root, key, who)
     abl = _of_kind(df, "ablation")
     abl = abl[[record_notebook(recs[i]["path"]) != "02" for i in abl.index]]
