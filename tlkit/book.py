@@ -290,10 +290,15 @@ def _portable_pairs(run: Path, root: Path, summary: dict) -> list[tuple[str, str
     return sorted(pairs, key=lambda pair: -len(pair[0]))
 
 
-def portable(text: str, pairs: list[tuple[str, str]], name: str) -> str:
-    """``text`` with machine paths made relative; an error if one is left."""
+def _relative(text: str, pairs: list[tuple[str, str]]) -> str:
     for old, new in pairs:
         text = text.replace(old, new)
+    return text
+
+
+def portable(text: str, pairs: list[tuple[str, str]], name: str) -> str:
+    """``text`` with machine paths made relative; an error if one is left."""
+    text = _relative(text, pairs)
     left = MACHINE_PATH.search(text)
     if left:
         raise TlkitError(f"{name} still names a machine path ({left.group(0)}): run the course with "
@@ -404,10 +409,7 @@ def run_banner(summary: dict, recs: list[dict], notebook: str) -> str:
 def _with_banner(src: Path, dest: Path, banner: str, pairs: list[tuple[str, str]]) -> None:
     """Copy an executed notebook with the run banner as its second cell and this machine's
     paths made relative (``pairs``, see :func:`portable`)."""
-    text = src.read_text(encoding="utf-8")
-    for old, new in pairs:
-        text = text.replace(old, new)
-    nb = json.loads(text)
+    nb = json.loads(_relative(src.read_text(encoding="utf-8"), pairs))
     cell = {"cell_type": "markdown", "id": BANNER_ID, "metadata": {}, "source": banner}
     nb["cells"] = [c for c in nb["cells"] if c.get("id") != BANNER_ID]
     nb["cells"].insert(1 if nb["cells"] else 0, cell)

@@ -55,12 +55,17 @@ def accuracy(record: dict, split: str = "test") -> float:
     return float(record["metrics"][f"{split}_accuracy"])
 
 
+def _difference(a: dict, a_split: str, b: dict, b_split: str) -> dict:
+    """Two accuracies, their image counts, their difference and its noise (see :func:`diff_noise`)."""
+    pa, pb = accuracy(a, a_split), accuracy(b, b_split)
+    na, nb = test_n(a, a_split), test_n(b, b_split)
+    return {"a": pa, "b": pb, "difference": pa - pb, "noise": diff_noise(pa, na, pb, nb), "n_a": na, "n_b": nb}
+
+
 def compare(a: dict, b: dict, a_name: str, b_name: str, split: str = "test") -> Finding:
     """``a`` against ``b`` on one split's accuracy: who is ahead, by how much, or no clear difference."""
-    pa, pb = accuracy(a, split), accuracy(b, split)
-    na, nb = test_n(a, split), test_n(b, split)
-    d, noise = pa - pb, diff_noise(pa, na, pb, nb)
-    nums = {"a": pa, "b": pb, "difference": d, "noise": noise, "n_a": na, "n_b": nb}
+    nums = _difference(a, split, b, split)
+    pa, pb, na, nb, d, noise = (nums[k] for k in ("a", "b", "n_a", "n_b", "difference", "noise"))
     where = f"{split} accuracy {pa:.1%} against {pb:.1%}"
     if abs(d) <= noise:
         return Finding(f"{a_name} and {b_name}: no clear difference ({where}; the difference of "
@@ -158,10 +163,8 @@ def compare_at(values: Sequence[float], a: Sequence[dict], b: Sequence[dict], a_
 
 def gap(record: dict, name: str, a: str = "train", b: str = "test") -> Finding:
     """The accuracy gap of one run between two splits (train − test by default)."""
-    pa, pb = accuracy(record, a), accuracy(record, b)
-    na, nb = test_n(record, a), test_n(record, b)
-    d, noise = pa - pb, diff_noise(pa, na, pb, nb)
-    nums = {"a": pa, "b": pb, "difference": d, "noise": noise, "n_a": na, "n_b": nb}
+    nums = _difference(record, a, record, b)
+    pa, pb, na, nb, d, noise = (nums[k] for k in ("a", "b", "n_a", "n_b", "difference", "noise"))
     where = f"{a} accuracy {pa:.1%} on {na:,} images, {b} accuracy {pb:.1%} on {nb:,}"
     if abs(d) <= noise:
         return Finding(f"{name}: no clear {a}−{b} gap ({where}; ±{_points(noise)} noise).", "none", nums)
