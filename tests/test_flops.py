@@ -1,10 +1,10 @@
-"""bench.forward_flops against hand counts and published figures (FLOPs = 2 × multiply-adds)."""
+"""tlkit.flops.forward_flops against hand counts and published figures (FLOPs = 2 × multiply-adds)."""
 from __future__ import annotations
 
 import keras
 import pytest
 
-from tlkit.bench import forward_flops
+from tlkit.flops import forward_flops
 from tlkit.models import build_classifier
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tlkit.flops import forward_flops
 from tlkit.records import environment
 from tlkit.system import write_json, write_text
 
@@ -48,41 +49,6 @@ GOALS = {
     "gpu": ("full gpu course on one H100; ResNet50/MobileNetV2 224-px training img/s", "<= 1200 s; within 2x "
             "of published figures (ResNet-50 ~2,470 img/s mixed precision on an A100)"),
 }
-
-
-# --------------------------------------------------------------------------- FLOPs
-
-def forward_flops(model) -> int:
-    """Multiply-adds ×2 of the convolutions and dense layers in one forward pass of one image.
-
-    Counted from layer shapes (backend-neutral); normalisation and activations are left out.
-    """
-    from keras import layers as L
-
-    total = 0
-    for layer in _leaves(model):
-        try:
-            out = layer.output.shape
-        except (AttributeError, ValueError):
-            continue
-        if isinstance(layer, L.DepthwiseConv2D):
-            kh, kw = layer.kernel_size
-            total += kh * kw * int(np.prod(out[1:]))
-        elif isinstance(layer, L.Conv2D):
-            kh, kw = layer.kernel_size
-            cin = layer.input.shape[-1] // getattr(layer, "groups", 1)
-            total += kh * kw * cin * int(np.prod(out[1:]))
-        elif isinstance(layer, L.Dense):
-            total += layer.input.shape[-1] * int(np.prod(out[1:]))
-    return 2 * int(total)
-
-
-def _leaves(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from _leaves(layer)
-        else:
-            yield layer
 
 
 # --------------------------------------------------------------------------- parts
