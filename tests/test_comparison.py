@@ -1,0 +1,112 @@
+"""tlkit.comparison (notebook 4): the rows compared, published facts with their sources,
+cost measured here, the table and the computed sentences."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import MNV2_035
+from tlkit import comparison, models
+
+pytestmark = pytest.mark.backends  # also run on JAX by `make test`
+
+
+def test_published_facts_have_sources():
+    for name, alpha in comparison.comparison_entries(models.COMPARISON_MODELS):
+        f = models.get_spec(name).facts(alpha)
+        assert f is not None, (name, alpha)
+        assert 0.4 < f.top1 < 0.9 and f.params_m > 0 and f.size in (224, 300)
+        assert "http" in f.source, (name, f.source)
+    spec = models.get_spec("mobilenetv2")
+    assert spec.facts() == spec.facts(1.0) and (spec.facts(1.0).top1, spec.facts(1.0).params_m) == (0.713, 3.5)
+    assert (spec.facts(0.35).top1, spec.facts(0.35).params_m) == (0.603, 1.66)
+    assert "TF-slim" in spec.facts(0.35).source
+    assert models.get_spec("mobilenet").facts(0.25).top1 == 0.498
+    assert models.get_spec("resnet50").facts() == models.Published(0.749, 25.6, 224, models.KERAS_TABLE)
+    assert models.get_spec("efficientnetb3").facts().size == 300
+    assert models.get_spec("mobilenetv2").facts(0.5) is None and models.get_spec("cnn").facts() is None
+
+
+def test_comparison_entries_and_labels():
+    entries = comparison.comparison_entries(models.COMPARISON_MODELS)
+    assert len(entries) == 11 and entries[:9] == [
+        (n, 1.0 if models.get_spec(n).alphas else None) for n in models.COMPARISON_MODELS]
+    assert entries[9:] == [("mobilenetv2", 0.35), ("mobilenet", 0.25)]
+    # a width variant already asked for is not repeated; names are case-insensitive
+    assert comparison.comparison_entries(["MobileNetV2"], [("mobilenetv2", 1.0)]) == [("mobilenetv2", 1.0)]
+    assert comparison.entry_label("mobilenetv2", 1.0) == "mobilenetv2"
+    assert comparison.entry_label("resnet50") == "resnet50"
+    assert comparison.entry_label("mobilenetv2", 0.35) == "mobilenetv2 alpha 0.35"
+    table = comparison.facts_table(entries + [("cnn", None)])
+    assert list(table["ImageNet top-1"][:2]) == ["74.9%", "76.4%"]
+    assert table["source"].iloc[-1] == "no published figure recorded"
+
+
+def test_measure_backbone_counts_flops_at_the_size():
+    small = comparison.measure_backbone("mobilenetv2", 32, 0.35, batch_size=4, steps=1)
+    big = comparison.measure_backbone("mobilenetv2", 64, 0.35, batch_size=4, steps=1)
+    assert small["backbone_params"] == big["backbone_params"] == 410_208  # no top, any size
+    assert small["images_per_second"] > 0 and small["img_size"] == 32
+    assert 3.0 < big["forward_flops"] / small["forward_flops"] < 5.0  # about the square of the size
+
+
+def _comparison_record(acc: float, source: str, n: int = 1000) -> dict:
+    return {"kind": "comparison", "weights_source": source, "weights_origin": None,
+            "metrics": {"test_accuracy": acc}, "evaluation": {"test": {"n": n}}}
+
+
+COST = {"mobilenetv2": {"backbone_params": 2_257_984, "forward_flops": 110_000_000, "img_size": 96,
+                        "images_per_second": 300.0},
+        "mobilenetv2 alpha 0.35": {"backbone_params": 410_208, "forward_flops": 22_000_000,
+                                   "img_size": 96, "images_per_second": 900.0},
+        "resnet50": {"backbone_params": 23_587_712, "forward_flops": 1_416_000_000, "img_size": 96,
+                     "images_per_second": 50.0}}
+
+
+def _rows(recs: dict) -> list[dict]:
+    return [comparison.comparison_row(n, a, COST[comparison.entry_label(n, a)], recs.get(comparison.entry_label(n, a)))
+            for n, a in [("resnet50", None), ("mobilenetv2", 1.0), ("mobilenetv2", 0.35)]]
+
+
+def test_comparison_rows_and_table():
+    recs = {"mobilenetv2": _comparison_record(0.80, "random")}
+    rows = _rows(recs)
+    assert rows[0]["weights"] == comparison.NOT_AVAILABLE and rows[0]["test_accuracy"] is None
+    assert rows[0]["published_top1"] == 0.749 and rows[0]["gflops"] == pytest.approx(1.416)
+    assert rows[1]["weights"] == "random weights, head only" and rows[1]["test_accuracy"] == 0.80
+    assert rows[2]["model"] == "mobilenetv2 alpha 0.35" and rows[2]["published_params_m"] == 1.66
+    table = comparison.comparison_table(rows)
+    acc = "test accuracy (frozen features + head)"
+    assert list(table[acc]) == ["—", "80.0%", "—"]
+    assert list(table["source"]) == ["Keras Applications table", "Keras Applications table",
+                                     "TF-slim MobileNetV2 checkpoint table"]
+    assert list(table["GFLOPs at 96 px"]) == ["1.42", "0.11", "0.022"]
+    assert list(table["backbone params (here, no top)"]) == ["23.59M", "2.26M", "0.41M"]
+
+
+def test_comparison_takeaways_transfer(tmp_path):
+    path = tmp_path / MNV2_035
+    path.write_bytes(b"not the converted checkpoint")
+    src = f"imagenet:{path}"
+    recs = {"mobilenetv2": {**_comparison_record(0.85, src), "weights_origin": "Keras file"},
+            "mobilenetv2 alpha 0.35": {**_comparison_record(0.75, src), "weights_origin": "Keras file"}}
+    rows = _rows(recs)
+    assert rows[1]["weights"] == "ImageNet weights (Keras file)" and comparison.is_transfer(rows[1]["weights"])
+    said = comparison.comparison_takeaways(rows, recs)
+    assert said[0] == ("2 of 3 rows have a measured test accuracy (weights: ImageNet weights (Keras file)); "
+                       "the other rows: weights not available offline.")
+    assert said[1].startswith("mobilenetv2 scores highest: mobilenetv2 beats mobilenetv2 alpha 0.35 by 10.0 points")
+    assert "5.0 times the FLOPs" in said[2] and "300 against 900 images/s" in said[2]
+    assert said[3].startswith("mobilenetv2 beats mobilenetv2 alpha 0.35") and len(said) == 4
+    assert not any(s.startswith("Not transfer") for s in said)
+
+
+def test_comparison_takeaways_never_call_random_rows_transfer():
+    recs = {"mobilenetv2": _comparison_record(0.30, "random", 200),
+            "mobilenetv2 alpha 0.35": _comparison_record(0.28, "random", 200)}
+    said = comparison.comparison_takeaways(_rows(recs), recs)
+    assert not comparison.is_transfer("random weights, head only")
+    assert all(s.startswith("Not transfer (random weights, head only): ") for s in said[1:])
+    assert "no clear difference" in said[1]
+    assert comparison.comparison_takeaways(_rows({}), {}) == [
+        "0 of 3 rows have a measured test accuracy (weights: none); the other rows: "
+        "weights not available offline."]
