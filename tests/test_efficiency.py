@@ -7,7 +7,7 @@ import pytest
 
 from tlkit import efficiency, findings
 from tlkit.features import extract_features, per_class_indices
-from tlkit.records import read_records
+from tlkit.records import read_records, save_point
 from tlkit.train import set_seed
 
 
@@ -43,8 +43,8 @@ def test_points_share_subsets_and_write_records(tiny_ds, tmp_path):
     assert frozen.model["frozen"] and scratch.model["base"] == "cnn"
     everything = efficiency.frozen_point(feats, tiny_ds, None, epochs=1, seed=0)
     assert everything.train_images == len(tiny_ds.y_train) and everything.params()["per_class"] is None
-    recs = [efficiency.save_point(p, tmp_path / f"{p.method}_{p.per_class}.json", name=f"{p.method} {p.per_class}",
-                                  params={"profile": "smoke"}, seed=0) for p in (frozen, scratch, everything)]
+    recs = [save_point(p, tmp_path / f"{p.method}_{p.per_class}.json", name=f"{p.method} {p.per_class}",
+                       params={"profile": "smoke"}, seed=0) for p in (frozen, scratch, everything)]
     assert all(r["kind"] == "ablation" for r in recs)
     back = {r["name"]: r for r in read_records(tmp_path)}
     assert back["frozen 3"]["params"]["per_class"] == 3 and back["frozen 3"]["params"]["profile"] == "smoke"

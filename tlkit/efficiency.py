@@ -12,12 +12,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from tlkit import records
 from tlkit.cnn import with_flip_tta
 from tlkit.data import Dataset
 from tlkit.evaluate import evaluate
@@ -103,17 +101,6 @@ def scratch_point(ds: Dataset, per_class: int | None, *, base: str = "cnn",
                  batch_size=batch, lr=lr, label_smoothing=label_smoothing, verbose=verbose)
     ev = evaluate(with_flip_tta(clf.model) if tta else clf.model, sub, seed=seed)
     return Point("scratch", per_class, sub, clf.info(), result, ev, n_epochs, batch)
-
-
-def save_point(point: Point, path: str | Path, *, name: str, params: dict, seed: int | None = None,
-               kind: str = "ablation") -> dict:
-    """Write one point's run record (``params`` plus the point's own) and return it.
-
-    The default kind is ``ablation``: a point is a run with fewer labels, not one of the
-    main runs of its notebook."""
-    return records.save_run(path, kind=kind, name=name, params={**params, **point.params()},
-                            dataset=point.ds, model=point.model, evaluation=point.evaluation,
-                            result=point.result, seed=seed)
 
 
 def per_class_of(record: dict) -> float:

@@ -260,6 +260,17 @@ def save_run(path: str | Path, *, kind: str, name: str, params: dict, dataset, m
     return rec
 
 
+def save_point(point, path: str | Path, *, name: str, params: dict, seed: int | None = None,
+               kind: str = "ablation") -> dict:
+    """Write the run record of one label-efficiency point (a :class:`tlkit.efficiency.Point`):
+    ``params`` plus the point's own; returns it.
+
+    The default kind is ``ablation``: a point is a run with fewer labels, not one of the
+    main runs of its notebook."""
+    return save_run(path, kind=kind, name=name, params={**params, **point.params()}, dataset=point.ds,
+                    model=point.model, evaluation=point.evaluation, result=point.result, seed=seed)
+
+
 # Local ImageNet weight files that are not the file Keras downloads, by SHA-256: the label a
 # table gives them (see ../shared/README.md for how the file was made).
 CONVERTED_WEIGHTS = {
