@@ -65,8 +65,8 @@ def load_model(path: str | Path, class_names: Sequence[str] | None = None):
     """
     import keras
 
-    import tlkit.features  # noqa: F401  (registers tlkit's layers for loading)
-    import tlkit.models  # noqa: F401
+    import tlkit.cnn  # noqa: F401  (each tlkit layer registers where it is defined, in cnn
+    import tlkit.models  # noqa: F401  or models; neither loads data or training code)
 
     path = Path(path)
     if class_names is None:
