@@ -26,16 +26,22 @@ RUNS = [  # file, kind, name, img_size, (train, val, test) accuracy
 ]
 
 
+DATA = {"name": "cifar10", "class_names": ["a", "b"], "counts": {"train": [600, 400], "test": [50, 50]}}
+
+
 def _write_run(folder: Path, statuses: dict[str, str]) -> Path:
     """A course run folder: the records of RUNS and a summary with these statuses."""
     for file, kind, name, size, (tr, va, te) in RUNS:
-        rec = make_record(kind=kind, name=name, params={"profile": "cpu", "img_size": size},
-                          dataset={"name": "cifar10", "class_names": ["a", "b"],
-                                   "counts": {"train": [600, 400], "test": [50, 50]}},
-                          model={"base": "mobilenetv2" if kind != "scratch" else "cnn", "img_size": size,
+        rec = make_record(kind=kind, name=name,  # an ablation declares its knob, a comparison its width
+                          params={"profile": "cpu", "img_size": size,
+                                  **({"knob": "dropout", "dropout": 0.5} if kind == "ablation" else {})},
+                          dataset=DATA,
+                          model={"base": {"scratch": "cnn", "comparison": "resnet50"}.get(kind, "mobilenetv2"),
+                                 "img_size": size,
                                  "frozen": kind in ("frozen", "comparison", "ablation") or "head only" in name,
                                  "backbone_params": 2_257_984,
-                                 "weights_source": "random" if kind == "scratch" else "imagenet:file"},
+                                 "weights_source": "random" if kind == "scratch" else "imagenet:file",
+                                 **({"alpha": None} if kind == "comparison" else {})},
                           metrics={"train_accuracy": tr, "val_accuracy": va, "test_accuracy": te,
                                    "train_loss": 0.2, "val_loss": 0.5, "test_loss": 0.6,
                                    "gap_train_test_accuracy": tr - te, "gap_train_val_accuracy": tr - va},
@@ -232,21 +238,73 @@ def test_book_build_refuses_a_run_with_failed_notebooks(root):
     assert not (root / "book" / "notebooks").exists() and not (root / "book" / "results.md").exists()
 
 
+def _curve_point(run: Path, method: str, per_class: int | None, acc: float) -> Path:
+    """A label-efficiency curve point of notebook 2 (per_class None: every training image)."""
+    counts = DATA["counts"] if per_class is None else {**DATA["counts"], "train": [per_class] * 2}
+    rec = make_record(kind="ablation", name=f"02 curve {method} {per_class or 'all'}/class",
+                      params={"profile": "cpu", "method": method, "per_class": per_class,
+                              "train_images": sum(counts["train"]),
+                              **({"img_size": 96} if method == "frozen" else {})},
+                      dataset={**DATA, "counts": counts},
+                      model={"base": "mobilenetv2", "img_size": 96} if method == "frozen" else {"base": "cnn"},
+                      metrics={"train_accuracy": 1.0, "test_accuracy": acc, "train_loss": 0.1, "test_loss": 1.0})
+    return write_record(rec, run / "records" / f"02_curve_{method}_{per_class or 'all'}.json")
+
+
 def test_results_page_label_efficiency_curve(root):
-    """Notebook 2's curve points (ablation records) join the full-data runs, apart from notebook 5's."""
+    """Notebook 2's curve as notebook 2 draws it: its points, its own full-data frozen point (not
+    the size sweep's run) and the CNN from scratch on the same data; notebook 5's ablations apart."""
     run = _write_run(root / "run", {})
-    for method, acc in (("frozen", 0.5), ("scratch", 0.2)):
-        rec = make_record(kind="ablation", name=f"02 curve {method} 10/class",
-                          params={"profile": "cpu", "method": method, "per_class": 10, "train_images": 20,
-                                  "curve_img_size": 96},
-                          dataset={"name": "cifar10", "class_names": ["a", "b"],
-                                   "counts": {"train": [10, 10], "test": [50, 50]}},
-                          model={"base": "cnn"}, metrics={"train_accuracy": 1.0, "test_accuracy": acc,
-                                                          "train_loss": 0.1, "test_loss": 1.0})
-        write_record(rec, run / "records" / f"02_curve_{method}_10.json")
+    for method, per_class, acc in (("frozen", 10, 0.5), ("scratch", 10, 0.2), ("frozen", None, 0.8)):
+        _curve_point(run, method, per_class, acc)
     section = write_results_page(root, run).read_text().split("## This build's run", 1)[1]
     rows = _tables(section)["Label efficiency (notebook 2)"]
     assert [(r["images per class"], r["frozen head"], r["CNN from scratch"]) for r in rows] == [
-        ("10", "0.500", "0.200"), ("500", "0.812", "0.611")]
+        ("10", "0.500", "0.200"), ("500", "0.800", "0.611")]
+    assert "cached 96-px features" in section
     assert [r["ablation"] for r in _tables(section)["Ablations (notebook 5)"]] == ["dropout = 0.5"]
     assert (root / "book" / "_generated" / "this_run_label_efficiency.png").is_file()
+    other = json.loads((run / "records" / "01_cnn_scratch.json").read_text())
+    other["dataset"]["counts"]["train"] = [300, 200]  # notebook 1 on other data: not the curve's point
+    (run / "records" / "01_cnn_scratch.json").write_text(json.dumps(other))
+    rows = _tables(write_results_page(root, run).read_text())["Label efficiency (notebook 2)"]
+    assert [(r["images per class"], r["CNN from scratch"]) for r in rows] == [("10", "0.200"), ("500", "–")]
+
+
+def test_sections_are_found_by_kind_and_fields_not_file_names(root):
+    """The same records under names that say nothing of their notebook give the same page."""
+    named = _write_run(root / "named", {})
+    _curve_point(named, "frozen", 10, 0.5)
+    _curve_point(named, "frozen", None, 0.8)
+    page = write_results_page(root, named).read_text().split("## This build's run", 1)[1]
+    anonymous = root / "anonymous"
+    (anonymous / "records").mkdir(parents=True)
+    (anonymous / "summary.json").write_text((named / "summary.json").read_text())
+    for i, p in enumerate(sorted((named / "records").iterdir())):
+        (anonymous / "records" / f"r{i:02d}.json").write_text(p.read_text())
+    assert write_results_page(root, anonymous).read_text().split("## This build's run", 1)[1] == page
+    headings = re.findall(r"^### (.+)$", page, re.M)
+    assert headings == ["Notebooks 1–4: runs on 1,000 training images", "Model comparison (notebook 4)",
+                        "Label efficiency (notebook 2)", "Ablations (notebook 5)", "Wall time per notebook"]
+    assert "Frozen MobileNetV2 (ImageNet weights) on cifar10" in page and "**The headline comparisons**" in page
+
+
+@pytest.mark.parametrize("file, change, problem", [
+    ("02_curve_frozen_10.json", lambda r: r["params"].pop("per_class"),
+     r"no params\['per_class'\] field \(a curve ablation declares method, per_class, train_images\)"),
+    ("02_curve_frozen_10.json", lambda r: r["params"].update(method="frozen head"),
+     "a curve point's method is one of frozen, scratch, not 'frozen head'"),
+    ("05_ablation_dropout_0.5.json", lambda r: r["params"].pop("knob"),
+     r"an ablation's params declare exactly one of 'method' \(curve\), 'knob' \(knob\)"),
+    ("04_resnet50.json", lambda r: r["model"].pop("alpha"),
+     r"no model\['alpha'\] field \(a comparison record declares it\)"),
+])
+def test_a_record_without_a_field_its_section_needs_is_an_error(root, file, change, problem):
+    """Never a section silently missing: the error names the record file and the field."""
+    run = _write_run(root / "run", {})
+    _curve_point(run, "frozen", 10, 0.5)
+    rec = json.loads((run / "records" / file).read_text())
+    change(rec)
+    (run / "records" / file).write_text(json.dumps(rec))
+    with pytest.raises(TlkitError, match=f"{file}.*{problem}"):
+        write_results_page(root, run)

@@ -133,6 +133,7 @@ def test_unreadable_files_are_named(tmp_path):
     ("kind", "kind 'frozn' is not one of"),
     ("metrics", "metrics has no 'test_accuracy'"),
     ("type", "'wall_seconds' is str, not int or float"),
+    ("study", r"params\['train_images'\] is str, not int \(a curve ablation declares method, per_class"),
 ])
 def test_files_that_are_not_valid_records_are_named(tmp_path, content, problem):
     """A records folder holds records only: anything else is loud, never a missing row."""
@@ -146,6 +147,8 @@ def test_files_that_are_not_valid_records_are_named(tmp_path, content, problem):
         del rec["metrics"]["test_accuracy"]
     elif content == "type":
         rec["wall_seconds"] = "12 s"
+    elif content == "study":  # an ablation point of the label-efficiency curve
+        rec.update(kind="ablation", params={"method": "frozen", "per_class": 3, "train_images": "6"})
     else:
         rec = content
     (tmp_path / "bad.json").write_text(json.dumps(rec))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tlkit import TlkitError
 from tlkit.course import NOTEBOOKS, load_summary, notebook_id, record_notebook, require
-from tlkit.records import KINDS, check_kinds, read_records, to_frame, weights_kind
+from tlkit.records import KINDS, RecordError, check_kinds, read_records, study, to_frame, weights_kind
 from tlkit.system import write_text
 
 REFERENCE = Path("book") / "reference"
@@ -105,40 +105,51 @@ def _lessons(recs: list[dict], df) -> list[str]:
     return ["**The headline comparisons**, computed from these records:", "", *lines, ""] if lines else []
 
 
-def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[str]:
-    """Notebook 2's label-efficiency curve: test accuracy against labelled images per class,
-    its points plus the full-data frozen run (at the curve's size) and the CNN from scratch."""
-    from tlkit import plots
-    import pandas as pd
+# The methods of a label-efficiency curve point (params["method"]) and what the page calls them.
+CURVE_METHODS = {"frozen": "frozen head", "scratch": "CNN from scratch"}
 
-    names = {"frozen": "frozen head", "scratch": "CNN from scratch"}
-    points = [r for r in recs if record_notebook(r["path"]) == "02" and r.get("kind") == "ablation"
-              and r.get("params", {}).get("method") in names]
-    if not points:
+
+def _data(record: dict) -> tuple[str, str]:
+    """A record's data set: its name and the per-class counts of every split."""
+    return record["dataset"]["name"], json.dumps(record["dataset"]["counts"], sort_keys=True)
+
+
+def _curve_records(recs: list[dict]) -> dict[str, list[dict]]:
+    """Notebook 2's label-efficiency curve as notebook 2 draws it, by method name: the ablation
+    records of the curve study and, as the full-data point of the CNN from scratch, each scratch
+    run on the data of a full-data (per_class null) point."""
+    points = [r for r in recs if r["kind"] == "ablation" and study(r) == "curve"]
+    for r in points:
+        if r["params"]["method"] not in CURVE_METHODS:
+            raise RecordError(f"{r['path']}: a curve point's method is one of {', '.join(CURVE_METHODS)}, "
+                              f"not {r['params']['method']!r}")
+    curve = {name: [r for r in points if r["params"]["method"] == m] for m, name in CURVE_METHODS.items()}
+    full = {_data(r) for r in points if r["params"]["per_class"] is None}
+    curve[CURVE_METHODS["scratch"]] += [r for r in recs if r["kind"] == "scratch" and _data(r) in full]
+    return curve
+
+
+def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[str]:
+    """Notebook 2's label-efficiency curve: test accuracy against labelled images per class."""
+    from tlkit import plots
+    from tlkit.efficiency import curve_frame
+
+    curves = _curve_records(recs)
+    if not any(curves.values()):
         return []
-    size = points[0]["params"].get("curve_img_size")
-    full = [(m, r) for r in recs for m in names
-            if (m == "scratch" and r.get("kind") == "scratch")
-            or (m == "frozen" and r.get("kind") == "frozen" and record_notebook(r["path"]) == "02"
-                and r.get("params", {}).get("img_size") == size)]
-    rows = [{"method": names[r["params"]["method"]], "per_class": r["params"]["per_class"],
-             "train_images": r["params"]["train_images"], "test_accuracy": r["metrics"]["test_accuracy"]}
-            for r in points]
-    for m, r in full:
-        n = r.get("train_images") or sum(r["dataset"]["counts"]["train"])
-        rows.append({"method": names[m], "per_class": n / len(r["dataset"]["counts"]["train"]),
-                     "train_images": n, "test_accuracy": r["metrics"]["test_accuracy"]})
-    curve = pd.DataFrame(rows).sort_values(["method", "per_class"], ignore_index=True)
+    curve = curve_frame(curves)
+    frozen = curves[CURVE_METHODS["frozen"]]
+    px = "/".join(f"{s:g}" for s in sorted(set(to_frame(frozen)["img_size"]))) if frozen else ""
     wide = curve.pivot_table(index="per_class", columns="method", values="test_accuracy").reset_index()
     fig = plots.lines(curve, "per_class", "test_accuracy", hue="method", logx=True,
                       title="Test accuracy against labelled images per class",
                       xlabel="labelled training images per class (log scale)", ylabel="test accuracy")
     return ["### Label efficiency (notebook 2)", "",
-            f"The frozen head learns on cached {size}-px features; the CNN from scratch is notebook 1's "
-            "recipe. Both train on the same seeded subsets of the training split; test accuracy on the "
-            "whole test split.", "",
-            md_table(wide, {"per_class": "images per class", **{v: v for v in names.values()}},
-                     {"per_class": ",.0f", **{v: ".3f" for v in names.values()}}), "",
+            f"The frozen head learns on cached {px + '-px ' if px else ''}features; the CNN from scratch is "
+            "notebook 1's recipe. Both train on the same seeded subsets of the training split; test "
+            "accuracy on the whole test split.", "",
+            md_table(wide, {"per_class": "images per class", **{v: v for v in CURVE_METHODS.values()}},
+                     {"per_class": ",.0f", **{v: ".3f" for v in CURVE_METHODS.values()}}), "",
             _figure(fig, f"{key}_label_efficiency", root,
                     "Line chart of test accuracy against labelled images per class, frozen head and CNN from scratch",
                     f"Notebook 2 ({who}): how many labels each method needs."), ""]
@@ -196,7 +207,10 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                        f"Gaps at a glance ({who})."))
     comp = _of_kind(df, "comparison")
     if len(comp):
-        comp = comp.assign(backbone=comp["run"].str.removeprefix("04 "))
+        from tlkit.models import entry_label
+
+        comp = comp.assign(backbone=[entry_label(recs[i]["model"]["base"], recs[i]["model"]["alpha"])
+                                     for i in comp.index])
         random_rows = comp["weights"].str.startswith("random").any()
         out += ["### Model comparison (notebook 4)", "",
                 "Rows with a measured accuracy only: a model whose ImageNet weights were not available "
@@ -218,7 +232,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                            "marked by where its weights came from."))
     out += _label_efficiency(recs, root, key, who)
     abl = _of_kind(df, "ablation")
-    abl = abl[[record_notebook(recs[i]["path"]) != "02" for i in abl.index]]
+    abl = abl[[study(recs[i]) == "knob" for i in abl.index]]
     if len(abl):
         out += ["### Ablations (notebook 5)", "",
                 md_table(abl, {"run": "ablation", "train_accuracy": "train acc", "val_accuracy": "val acc",

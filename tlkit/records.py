@@ -2,7 +2,8 @@
 
 A record is the contract between whoever trains (``tlkit train``, the notebooks) and
 whoever reports (the book, comparisons): :data:`FIELDS` with their types, a ``kind`` from
-:data:`KINDS`, schema version :data:`SCHEMA`. It is checked when written and when read,
+:data:`KINDS` (with the fields of :data:`KIND_FIELDS` and :data:`STUDIES` that some kinds
+declare), schema version :data:`SCHEMA`. It is checked when written and when read,
 and a file that breaks it is an error naming the file, never a silently missing row.
 """
 from __future__ import annotations
@@ -29,6 +30,17 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "wall_seconds": _NUMBER, "images_per_second": _NUMBER, "seed": (int, type(None)),
     "hardware": dict, "backend": str, "versions": dict, "git_commit": (str, type(None))}
 OPTIONAL = {"evaluation": dict, "precision": str, "weights_origin": (str, type(None))}
+# Fields some kinds declare inside a part, for the reports that read them: a comparison row is
+# named by its backbone's base and width (alpha, null for a model without one) and plotted
+# against the backbone's size.
+KIND_FIELDS: dict[str, dict[str, dict[str, type | tuple[type, ...]]]] = {
+    "comparison": {"model": {"alpha": (int, float, type(None)), "backbone_params": _NUMBER}}}
+# What an ablation record studies, told by the params it declares (the first one marks the
+# study): a point of notebook 2's label-efficiency curve (per_class null: every image) or one
+# value of a notebook-5 knob.
+STUDIES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "curve": {"method": str, "per_class": (int, type(None)), "train_images": int},
+    "knob": {"knob": str}}
 METRICS = ("train_accuracy", "train_loss", "test_accuracy", "test_loss")  # every record has these
 # JSON files tlkit writes beside records that are not records: the labels of an exported model.
 NOT_RECORDS = ("_labels.json",)
@@ -48,24 +60,53 @@ def _is(value, t: type | tuple[type, ...]) -> bool:
     return isinstance(value, t) and not isinstance(value, bool)  # no field is a boolean
 
 
+def _field_problems(part: dict, fields: dict[str, type | tuple[type, ...]], name: str = "",
+                    required: bool = True) -> list[str]:
+    """What ``part`` (``name``: where it sits in a record) lacks of ``fields`` or holds as the
+    wrong type."""
+    problems = []
+    for k, t in fields.items():
+        where = f"{name}['{k}']" if name else f"'{k}'"
+        if k not in part:
+            if required:
+                problems.append(f"no {where} field")
+        elif not _is(part[k], t):
+            problems.append(f"{where} is {type(part[k]).__name__}, not {_type_names(t)}")
+    return problems
+
+
+def _marked(params: dict) -> list[str]:
+    """The :data:`STUDIES` whose marking field ``params`` declares."""
+    return [s for s, fields in STUDIES.items() if next(iter(fields)) in params]
+
+
+def study(record: dict) -> str:
+    """Which of :data:`STUDIES` a valid ablation record belongs to."""
+    return _marked(record["params"])[0]
+
+
 def record_problems(record) -> list[str]:
     """What makes ``record`` an invalid run record (empty list: valid)."""
     if not isinstance(record, dict):
         return [f"a record is a JSON object, not {type(record).__name__}"]
     if record.get("schema") != SCHEMA:
         return [f"schema {record.get('schema')!r} is not this tlkit's record schema {SCHEMA}"]
-    problems = []
-    for fields, required in ((FIELDS, True), (OPTIONAL, False)):
-        for k, t in fields.items():
-            if k not in record:
-                if required:
-                    problems.append(f"no '{k}' field")
-            elif not _is(record[k], t):
-                problems.append(f"'{k}' is {type(record[k]).__name__}, not {_type_names(t)}")
+    problems = _field_problems(record, FIELDS) + _field_problems(record, OPTIONAL, required=False)
     if problems:
         return problems
     if record["kind"] not in KINDS:
         problems.append(f"kind '{record['kind']}' is not one of {', '.join(KINDS)}")
+    for part, fields in KIND_FIELDS.get(record["kind"], {}).items():
+        problems += [f"{p} (a {record['kind']} record declares it)"
+                     for p in _field_problems(record[part], fields, part)]
+    if record["kind"] == "ablation":
+        marked = _marked(record["params"])
+        if len(marked) == 1:
+            problems += [f"{p} (a {marked[0]} ablation declares {', '.join(STUDIES[marked[0]])})"
+                         for p in _field_problems(record["params"], STUDIES[marked[0]], "params")]
+        else:
+            problems.append("an ablation's params declare exactly one of " + ", ".join(
+                f"'{next(iter(fields))}' ({s})" for s, fields in STUDIES.items()))
     if not record["name"]:
         problems.append("'name' is empty")
     problems += [f"metrics has no '{k}'" for k in METRICS if k not in record["metrics"]]
