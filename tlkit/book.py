@@ -207,7 +207,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                        f"Gaps at a glance ({who})."))
     comp = _of_kind(df, "comparison")
     if len(comp):
-        from tlkit.models import entry_label
+        from tlkit.comparison import entry_label
 
         comp = comp.assign(backbone=[entry_label(recs[i]["model"]["base"], recs[i]["model"]["alpha"])
                                      for i in comp.index])
