@@ -6,12 +6,15 @@ import pytest
 
 from conftest import MNV2_035
 from tlkit import comparison, models
+from tlkit.course import GPU
+
+COMPARED = GPU["04"]["models_to_compare"]  # notebook 4's list, the one place it is written
 
 pytestmark = pytest.mark.backends  # also run on JAX by `make test`
 
 
 def test_published_facts_have_sources():
-    for name, alpha in comparison.comparison_entries(models.COMPARISON_MODELS):
+    for name, alpha in comparison.comparison_entries(COMPARED):
         f = models.get_spec(name).facts(alpha)
         assert f is not None, (name, alpha)
         assert 0.4 < f.top1 < 0.9 and f.params_m > 0 and f.size in (224, 300)
@@ -27,9 +30,9 @@ def test_published_facts_have_sources():
 
 
 def test_comparison_entries_and_labels():
-    entries = comparison.comparison_entries(models.COMPARISON_MODELS)
+    entries = comparison.comparison_entries(COMPARED)
     assert len(entries) == 11 and entries[:9] == [
-        (n, 1.0 if models.get_spec(n).alphas else None) for n in models.COMPARISON_MODELS]
+        (n, models.get_spec(n).config().alpha) for n in COMPARED]
     assert entries[9:] == [("mobilenetv2", 0.35), ("mobilenet", 0.25)]
     # a width variant already asked for is not repeated; names are case-insensitive
     assert comparison.comparison_entries(["MobileNetV2"], [("mobilenetv2", 1.0)]) == [("mobilenetv2", 1.0)]

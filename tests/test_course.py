@@ -16,7 +16,7 @@ from tlkit import TlkitError
 from tlkit.cli import main
 from tlkit.records import read_records
 
-COMMON = {"profile", "seed", "data_dir", "weights_dir", "out_dir"}  # every notebook has these
+COMMON = {"profile", *course.RUN_SETTINGS}  # every notebook has these
 
 
 # --------------------------------------------------------------------------- profiles
@@ -64,13 +64,50 @@ def test_every_profile_change_is_a_setting():
 
 
 @pytest.mark.parametrize("name", course.NOTEBOOKS)
-def test_gpu_settings_are_the_parameters_cell(name):
-    """One source of truth: course.GPU is what each notebook's parameters cell says."""
+def test_parameters_cell_is_generated_from_the_table(name):
+    """One source of truth: each notebook's parameters cell is the text course.GPU generates,
+    and papermill reads the table's values back from it."""
+    nbformat = pytest.importorskip("nbformat")
     pm = pytest.importorskip("papermill")
-    cell = {k: ast.literal_eval(v["default"])
-            for k, v in pm.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb")).items()}
-    assert COMMON <= set(cell)
+    path = ROOT / "notebooks" / f"{name}.ipynb"
+    cells = [c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1 and cells[0].outputs == []
+    assert cells[0].source == course.parameters_cell(course.notebook_id(name)), (
+        f"{path.name}'s parameters cell differs from tlkit/course.py's table: change the table, "
+        "then run python -m tlkit.course --sync-parameters")
+    cell = {k: ast.literal_eval(v["default"]) for k, v in pm.inspect_notebook(str(path)).items()}
     assert {k: v for k, v in cell.items() if k not in COMMON} == course.GPU[course.notebook_id(name)]
+    assert {k: cell[k] for k in course.RUN_SETTINGS} == course.RUN_SETTINGS and cell["profile"] is None
+
+
+def test_a_changed_table_value_changes_the_cell(tmp_path, monkeypatch):
+    """A value changed in the table no longer matches the cell until the cells are synced;
+    the sync rewrites only the parameters cell (its id kept) and only where it changed."""
+    nbformat = pytest.importorskip("nbformat")
+    before = course.parameters_cell("01")
+    monkeypatch.setitem(course.GPU, "01", {**course.GPU["01"], "lr": 1e-3, "epochs": 100_000})
+    after = course.parameters_cell("01")
+    assert after != before and "lr = 1e-3\n" in after and "epochs = 100_000\n" in after
+    for name in course.NOTEBOOKS:
+        (tmp_path / f"{name}.ipynb").write_bytes((ROOT / "notebooks" / f"{name}.ipynb").read_bytes())
+    assert course.sync_parameters(tmp_path) == ["01_cnn_from_scratch"]
+    old = nbformat.read(ROOT / "notebooks" / "01_cnn_from_scratch.ipynb", as_version=4)
+    new = nbformat.read(tmp_path / "01_cnn_from_scratch.ipynb", as_version=4)
+    changed = [(a.id, b.id) for a, b in zip(old.cells, new.cells) if a != b]
+    assert len(old.cells) == len(new.cells) and len(changed) == 1 and changed[0][0] == changed[0][1]
+    assert "parameters" in new.cells[3].metadata["tags"] and new.cells[3].source == after
+    assert course.sync_parameters(tmp_path) == []
+
+
+def test_parameters_cell_lines():
+    """Readable values, notes beside short lines, a long list wrapped with its note above."""
+    assert [course._literal(v) for v in ("a", 4e-3, 1e-4, 0.1, 100_000, 1000, None, [32, 64])] == [
+        '"a"', "4e-3", "1e-4", "0.1", "100_000", "1000", "None", "[32, 64]"]
+    cell = course.parameters_cell("04").splitlines()
+    assert cell[0].startswith("profile = None") and cell[0].index("#") == course.NOTE_COLUMN
+    i = next(i for i, line in enumerate(cell) if line.startswith("models_to_compare = ["))
+    assert cell[i - 1].startswith("# ") and cell[i + 1].startswith(" " * len("models_to_compare = ["))
+    assert max(len(line) for line in cell[i:i + 2]) <= course.CELL_WIDTH
 
 
 # --------------------------------------------------------------------------- the runner

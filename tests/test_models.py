@@ -7,18 +7,19 @@ import pytest
 
 from conftest import MNV2_035
 from tlkit import models
+from tlkit.course import GPU
 from tlkit.models import ModelError, build_classifier, resolve_weights
 
 pytestmark = pytest.mark.backends  # also run on JAX by `make test`
 
-NINE = {"resnet50", "resnet101", "resnet152", "vgg16", "vgg19", "efficientnetb0",
-        "efficientnetb3", "mobilenetv2", "mobilenetv3large"}
+COMPARED = GPU["04"]["models_to_compare"]  # notebook 4's list, the one place it is written
+NINE = set(COMPARED)
 
 
 # --------------------------------------------------------------------------- registry
 
 def test_registry_names():
-    assert set(models.COMPARISON_MODELS) == NINE and len(models.COMPARISON_MODELS) == 9
+    assert len(NINE) == len(COMPARED) == 9
     assert set(models.REGISTRY) == NINE | {"cnn", "baseline_cnn", "mobilenet"}
     for name in NINE | {"mobilenet"}:
         assert models.get_spec(name).pretrained, name
@@ -45,6 +46,22 @@ def test_weight_file_names_are_keras_names():
     assert known[MNV2_035] == ("mobilenetv2", 0.35)
     assert known["mobilenet_2_5_224_tf_no_top.h5"] == ("mobilenet", 0.25)
     assert known["efficientnetb0_notop.h5"] == ("efficientnetb0", None)
+
+
+def test_config_fills_the_registry_defaults_once():
+    """alpha, input size and preprocessing come from the registry entry, in one place."""
+    spec = models.get_spec("mobilenetv2")
+    assert spec.config() == models.ModelConfig("mobilenetv2", 1.0, 224, "tf")
+    assert spec.config(0.35, 96) == models.ModelConfig("mobilenetv2", 0.35, 96, "tf")
+    assert models.get_spec("resnet50").config(img_size=96) == models.ModelConfig("resnet50", None, 96, "caffe")
+    assert models.get_spec("efficientnetb3").config().img_size == 300
+    assert models.get_spec("cnn").config() == models.ModelConfig("cnn", None, 32, "unit")
+    with pytest.raises(ModelError, match=r"mobilenetv2 takes alpha in \(0.35, .*\), not 0.3"):
+        spec.config(0.3)
+    with pytest.raises(ModelError, match="resnet50 takes alpha in nothing, not 1.0"):
+        models.get_spec("resnet50").config(1.0)
+    with pytest.raises(ModelError, match="mobilenetv2 needs images of at least 32 px, not 0"):
+        spec.config(img_size=0)
 
 
 # --------------------------------------------------------------------------- classifier

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tlkit.course import GPU, profile_settings, run_course
 from tlkit.flops import forward_flops
 from tlkit.records import environment
 from tlkit.system import write_json, write_text
@@ -23,17 +24,16 @@ from tlkit.system import write_json, write_text
 SUITES = {
     # profile: the course profile whose notebook settings the scratch, frozen and fine-tuning
     # parts use (one source for the course and the bench); extra_alphas: MobileNetV2 widths
-    # probed beside the profile's own; baseline_budget: seconds for the seed-style baseline.
+    # probed beside the profile's own; baseline_budget: seconds for the seed-style baseline;
+    # models: the CNN and notebook 4's models_to_compare (the course's gpu list).
     "smoke": dict(profile="smoke", extra_alphas=[], baseline_budget=15,
                   models=["cnn", "mobilenetv2"], model_sizes=[32], train_batch=16, steps=2,
                   kernel_batch=32, kernel_steps=2),
     "cpu": dict(profile="cpu", extra_alphas=[0.35], baseline_budget=300,
-                models=["cnn", "resnet50", "resnet101", "resnet152", "vgg16", "vgg19", "efficientnetb0",
-                        "efficientnetb3", "mobilenetv2", "mobilenetv3large"],
+                models=["cnn", *GPU["04"]["models_to_compare"]],
                 model_sizes=[128], train_batch=16, steps=2, kernel_batch=256, kernel_steps=6),
     "gpu": dict(profile="gpu", extra_alphas=[0.35], baseline_budget=300,
-                models=["cnn", "resnet50", "resnet101", "resnet152", "vgg16", "vgg19", "efficientnetb0",
-                        "efficientnetb3", "mobilenetv2", "mobilenetv3large"],
+                models=["cnn", *GPU["04"]["models_to_compare"]],
                 model_sizes=[224], train_batch=128, steps=10, kernel_batch=256, kernel_steps=10),
 }
 PARTS = ("course", "kernels", "scratch", "frozen", "finetune", "models")
@@ -186,8 +186,6 @@ def scratch_run(base: str, ds, *, epochs: int, batch_size: int, lr: float, augme
 def smoke_course(summary_path: str | Path | None) -> dict:
     """Wall time of the smoke course per notebook: read from a run's summary.json, or run it."""
     if summary_path is None or not Path(summary_path).is_file():
-        from tlkit.course import run_course
-
         summary = run_course("smoke", out=Path("runs") / "bench-smoke-course")
     else:
         summary = json.loads(Path(summary_path).read_text())
@@ -282,8 +280,6 @@ def _models(result: dict, cfg: dict, save, log) -> None:
 
 
 def _settings(nb: str, cfg: dict) -> dict:
-    from tlkit.course import profile_settings
-
     return profile_settings(nb, cfg["profile"])
 
 

@@ -26,8 +26,8 @@ def comparison_entries(names: Sequence[str], widths: Sequence[tuple[str, float]]
     """(model, alpha) of each comparison row: ``names`` at full width, then the width variants."""
     out: list[tuple[str, float | None]] = []
     for name in names:
-        spec = get_spec(name)
-        out.append((spec.name, 1.0 if spec.alphas else None))
+        cfg = get_spec(name).config()
+        out.append((cfg.name, cfg.alpha))
     for name, alpha in widths:
         if (get_spec(name).name, alpha) not in out:
             out.append((get_spec(name).name, alpha))

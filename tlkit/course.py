@@ -1,8 +1,13 @@
 """The course: notebook settings per profile, and the papermill runner.
 
-Each notebook's ``parameters`` cell holds the real (``gpu``) course settings. A profile
-(``smoke`` or ``cpu``) replaces those a user has not changed, so one notebook serves a
-GPU server, a laptop and CI. ``run_course`` executes the notebooks in order.
+``GPU`` below is the one source of the course settings: each notebook's ``parameters`` cell
+is generated from it (:func:`parameters_cell`; after changing the table, ``python -m
+tlkit.course --sync-parameters`` rewrites the cells). The table lives here, not in the
+notebooks, because the runtime needs it where the notebooks are not shipped (a pip-installed
+tlkit in Colab resolves a profile with :func:`resolve`; the bench reads
+:func:`profile_settings`). A profile (``smoke`` or ``cpu``) replaces the settings a user has
+not changed, so one notebook serves a GPU server, a laptop and CI. ``run_course`` executes
+the notebooks in order.
 
 Notebook ``NN`` names its records ``records/NN_*.json``. In a course run folder,
 ``records/`` only holds records of notebooks whose latest run finished: the runner moves
@@ -31,7 +36,9 @@ DEPENDS = {"01": [], "02": ["01"], "03": ["01", "02"], "04": [], "05": ["01", "0
            "06": ["03"]}
 PROFILES = ("smoke", "cpu", "gpu")
 
-# The parameters cells' values: the real course, run on a GPU.
+# The course settings, one table: the real course, run on a GPU. Each notebook's parameters
+# cell is generated from it (see parameters_cell); notebook 4's models_to_compare is also the
+# model list of the bench.
 GPU = {
     "01": dict(dataset="cifar10", limit_per_class=None, epochs=40, batch_size=256, lr=4e-3,
                label_smoothing=0.1, early_stopping=10),
@@ -47,7 +54,8 @@ GPU = {
                weights="imagenet", head_epochs=30),
     "05": dict(dataset="cifar10", ablation_img_size=160, ablation_limit_per_class=None,
                ablation_weights="imagenet",
-               scratch_limit_per_class=1000, scratch_epochs=30, head_epochs=30),
+               scratch_limit_per_class=1000, scratch_epochs=30, scratch_batch_size=64, scratch_lr=2e-3,
+               head_epochs=30),
     "06": dict(threshold=0.5, export_format="onnx"),
 }
 # What a profile changes.
@@ -74,6 +82,103 @@ CHANGES = {
                    scratch_epochs=10),
     },
 }
+
+# The lines every parameters cell has besides its settings: ``profile = None`` first, these last.
+RUN_SETTINGS = dict(seed=0, data_dir=None, weights_dir=None, out_dir="runs/interactive")
+# What a setting means, written beside it in the parameters cells: "all" notebooks, or one.
+NOTES = {
+    "all": dict(profile='None: $TLKIT_PROFILE, else "gpu" (the settings below)',
+                limit_per_class="e.g. 500 for a quick run",
+                alpha="MobileNetV2 width multiplier",
+                weights='"imagenet", "none" (random), or a weights file',
+                data_dir="local data sets (default: $TLKIT_DATA_DIR), searched before any download",
+                weights_dir="local ImageNet weights (default: $TLKIT_WEIGHTS_DIR, then ~/.keras/models)",
+                out_dir="run records and figures go here"),
+    "01": dict(early_stopping="epochs without a better validation loss; None: off"),
+    "02": dict(sizes="input sizes the backbone sees",
+               curve_img_size="label-efficiency curve: the input size of the frozen side",
+               curve_counts='labelled training images per class (the curve adds "all")',
+               curve_min_images="each curve point trains on at least this many images (small sets: more epochs)"),
+    "03": dict(head_epochs="phase 1, on cached features", finetune_epochs="phase 2",
+               unfreeze_last="layers of the backbone to unfreeze at once",
+               stages="progressive unfreezing: layers unfrozen at each stage",
+               finetune_lr="phase 2: about 10x below the head's rate"),
+    "04": dict(models_to_compare="each at full width; narrower MobileNet variants are added after them"),
+    "05": dict(ablation_img_size="frozen MobileNetV2 features for the head ablations",
+               scratch_limit_per_class="the from-scratch augmentation ablation uses a small set"),
+    "06": dict(threshold='below this top-class probability the service answers "unknown"',
+               data_dir="local data sets (default: $TLKIT_DATA_DIR)",
+               weights_dir="not used here: the model file holds its weights",
+               out_dir="the run folder of notebook 3"),
+}
+CELL_WIDTH = 100  # a list longer than this goes on to the next line
+NOTE_COLUMN = 30  # the notes of short lines start in this column
+
+
+def _literal(value) -> str:
+    """``value`` as a student would write it: ``"text"``, ``4e-3``, ``100_000``, ``[32, 64]``."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+        return f"{value:_}"
+    if isinstance(value, float) and 0 < abs(value) < 0.01:
+        mantissa, exponent = f"{value:e}".split("e")
+        text = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return text if float(text) == value else repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def _assignment(name: str, value) -> str:
+    """``name = value``; a list too long for one line continues under its first item."""
+    head = f"{name} = "
+    if not isinstance(value, list) or len(head + _literal(value)) <= CELL_WIDTH:
+        return head + _literal(value)
+    lines, line = [], head + "["
+    for i, item in enumerate(value):
+        text = _literal(item) + ("]" if i == len(value) - 1 else ",")
+        if len(line) + len(text) + 1 > CELL_WIDTH and not line.endswith("["):
+            lines.append(line)
+            line = " " * len(head + "[") + text
+        else:
+            line += ("" if line.endswith("[") else " ") + text
+    return "\n".join(lines + [line])
+
+
+def parameters_cell(nb: str) -> str:
+    """The source of notebook ``nb``'s parameters cell, generated from the table: ``profile``,
+    the ``gpu`` settings in table order, then :data:`RUN_SETTINGS`, each with its note
+    (beside it, or above a setting that takes several lines)."""
+    notes = {**NOTES["all"], **NOTES.get(nb, {})}
+    lines = []
+    for name, value in {"profile": None, **GPU[nb], **RUN_SETTINGS}.items():
+        code, note = _assignment(name, value), notes.get(name)
+        if note and "\n" in code:
+            code = f"# {note}\n{code}"
+        elif note:
+            code = f"{code.ljust(NOTE_COLUMN - 2)}  # {note}"
+        lines.append(code)
+    return "\n".join(lines)
+
+
+def sync_parameters(folder: str | Path | None = None) -> list[str]:
+    """Rewrite each course notebook's parameters cell from the table (its id, metadata and
+    other cells are kept). Returns the notebooks changed."""
+    nbformat = require("nbformat")
+    src, changed = source_notebooks(folder), []
+    for name in NOTEBOOKS:
+        path = src / f"{name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        if len(cells) != 1:
+            raise TlkitError(f"{path} has {len(cells)} cells tagged 'parameters', not 1: tag one")
+        source = parameters_cell(notebook_id(name))
+        if cells[0].source != source:
+            cells[0].source = source
+            nbformat.write(nb, path)
+            changed.append(name)
+    return changed
 
 
 def notebook_id(name: str) -> str:
@@ -118,7 +223,7 @@ def resolve(nb: str, namespace: dict) -> dict:
             namespace[key] = value
     settings = {k: namespace[k] for k in GPU[nb]}
     settings["profile"] = profile
-    for k in ("seed", "data_dir", "weights_dir", "out_dir"):
+    for k in RUN_SETTINGS:
         if k in namespace:
             settings[k] = namespace[k]
     print("settings: " + ", ".join(f"{k}={v!r}" for k, v in settings.items()))
@@ -307,3 +412,14 @@ def summary_markdown(summary: dict) -> str:
         lines.append(f"| {r['notebook']} | {r['status']} | {r.get('seconds', 0.0)} | {cell} |")
     lines.append(f"| total | | {summary['seconds']} | |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m tlkit.course --sync-parameters [NOTEBOOKS_DIR]
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tlkit.course",
+                                     description="Rewrite the notebooks' parameters cells from the table.")
+    parser.add_argument("--sync-parameters", action="store_true", required=True)
+    parser.add_argument("notebooks", nargs="?", help="the notebooks folder (default: notebooks/)")
+    args = parser.parse_args()
+    print(f"rewrote: {', '.join(sync_parameters(args.notebooks)) or 'none (all up to date)'}")

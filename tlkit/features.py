@@ -111,10 +111,8 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
     cacheable stand-in for flip augmentation. Cached under ``$TLKIT_CACHE_DIR/features``
     (features of random weights are not cached: they change with the initialisation).
     """
-    spec = get_spec(base)
-    size = img_size or spec.default_size
-    if spec.alphas and alpha is None:
-        alpha = 1.0
+    cfg = get_spec(base).config(alpha, img_size)
+    alpha, size = cfg.alpha, cfg.img_size
     wanted = [s for s in ("train", "val", "test") if getattr(ds, f"x_{s}") is not None]
     jobs = [(s, False) for s in wanted] + ([("train", True)] if flip_train else [])
     extractor: keras.Model | None = None
@@ -133,7 +131,7 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
         name = split + ("_flip" if flip else "")
         x = getattr(ds, f"x_{split}")
         key = hashlib.sha1(repr((FEATURES_VERSION, base, alpha, weights_stamp(source), size,
-                                 spec.preprocess, flip, keras.config.backend(),
+                                 cfg.preprocess, flip, keras.config.backend(),
                                  fingerprint(x))).encode()).hexdigest()[:20]
         path = folder / f"{base}-{size}-{name}-{key}.npy"
         meta_path = path.with_suffix(".json")

@@ -100,6 +100,18 @@ class Published:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """A backbone's settings with the registry's defaults filled in, once (like timm's
+    ``pretrained_cfg``): width multiplier (``None`` for a model without widths), input size
+    and preprocessing mode. Made by :meth:`ModelSpec.config`."""
+
+    name: str
+    alpha: float | None
+    img_size: int
+    preprocess: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """How to build one backbone: Keras constructor, input size, preprocessing, weights."""
 
@@ -118,9 +130,21 @@ class ModelSpec:
     def pretrained(self) -> bool:
         return self.weight_files is not None
 
+    def config(self, alpha: float | None = None, img_size: int | None = None) -> ModelConfig:
+        """The settings of this backbone at ``alpha`` (default: full width, 1.0, for a model
+        with widths) and ``img_size`` (default: its own input size); others are refused."""
+        size = self.default_size if img_size is None else img_size
+        if size < self.min_size:
+            raise ModelError(f"{self.name} needs images of at least {self.min_size} px, not {size}")
+        if alpha is not None and alpha not in self.alphas:
+            raise ModelError(f"{self.name} takes alpha in {self.alphas or 'nothing'}, not {alpha}")
+        if alpha is None and self.alphas:
+            alpha = 1.0
+        return ModelConfig(self.name, alpha, size, self.preprocess)
+
     def facts(self, alpha: float | None = None) -> Published | None:
         """The published ImageNet facts at width ``alpha`` (default: the full width), if any."""
-        alpha = alpha if alpha is not None else (1.0 if self.alphas else None)
+        alpha = self.config(alpha).alpha
         return next((p for p in self.published if p.alpha == alpha), None)
 
 
@@ -196,9 +220,6 @@ REGISTRY: dict[str, ModelSpec] = {
     ]
 }
 
-COMPARISON_MODELS = ["resnet50", "resnet101", "resnet152", "vgg16", "vgg19", "efficientnetb0",
-                     "efficientnetb3", "mobilenetv2", "mobilenetv3large"]
-
 
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for ``name``; an unknown name lists the valid ones."""
@@ -217,22 +238,22 @@ def weights_dirs(weights_dir: str | Path | None = None) -> list[Path]:
     return [Path(d).expanduser() for d in dirs if d]
 
 
-def find_weights(name: str, alpha: float | None = None, img_size: int = 224,
+def find_weights(name: str, alpha: float | None = None, img_size: int | None = None,
                  weights_dir: str | Path | None = None) -> Path | None:
     """A local ImageNet weights file for a model under Keras's own file name, if any."""
     spec = get_spec(name)
     if not spec.pretrained:
         return None
-    alpha = alpha if alpha is not None else (1.0 if spec.alphas else None)
+    cfg = spec.config(alpha, img_size)
     for d in weights_dirs(weights_dir):
-        for fname in spec.weight_files(alpha, img_size):
+        for fname in spec.weight_files(cfg.alpha, cfg.img_size):
             if (d / fname).is_file():
                 return (d / fname).resolve()
     return None
 
 
 def resolve_weights(name: str, weights: str | Path | None, alpha: float | None = None,
-                    img_size: int = 224, weights_dir: str | Path | None = None
+                    img_size: int | None = None, weights_dir: str | Path | None = None
                     ) -> tuple[str | None, str]:
     """Turn ``imagenet`` / ``none`` / a path into (argument for Keras, weights source).
 
@@ -262,13 +283,8 @@ def build_backbone(name: str, img_size: int | None = None, weights: str | Path |
                    ) -> tuple[keras.Model, str]:
     """Build a registry backbone (no top) at ``img_size``; returns (model, weights source)."""
     spec = get_spec(name)
-    size = img_size or spec.default_size
-    if size < spec.min_size:
-        raise ModelError(f"{name} needs images of at least {spec.min_size} px, not {size}")
-    if alpha is not None and alpha not in spec.alphas:
-        raise ModelError(f"{name} takes alpha in {spec.alphas or 'nothing'}, not {alpha}")
-    if spec.alphas and alpha is None:
-        alpha = 1.0
+    cfg = spec.config(alpha, img_size)
+    alpha, size = cfg.alpha, cfg.img_size
     arg, source = resolve_weights(name, weights, alpha, size, weights_dir)
     try:
         # any size is deliberate here (Keras warns for non-224); a download that hangs times out
@@ -343,13 +359,14 @@ def build_extractor(base: str, input_shape: tuple[int, int, int] = (32, 32, 3),
     spec = get_spec(base)
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ModelError(f"input_shape must be (height, width, 3) for RGB images, not {input_shape}")
-    size = img_size or spec.default_size
-    backbone, source = build_backbone(base, size, weights, alpha, weights_dir)
+    cfg = spec.config(alpha, img_size)
+    size = cfg.img_size
+    backbone, source = build_backbone(base, size, weights, cfg.alpha, weights_dir)
     inputs = keras.Input(input_shape, dtype="float32", name="image")
     x = inputs
     if tuple(input_shape[:2]) != (size, size):
         x = layers.Resizing(size, size, name="resize")(x)
-    x = Preprocess(spec.preprocess, name="preprocess")(x)
+    x = Preprocess(cfg.preprocess, name="preprocess")(x)
     x = backbone(x, training=False) if source != "random" else backbone(x)
     if spec.pooling:
         x = layers.GlobalAveragePooling2D(name="pool")(x)
@@ -429,7 +446,8 @@ def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int
     unknown = [a for a in aug if a not in AUGMENTATIONS]
     if unknown:
         raise ModelError(f"unknown augmentation(s) {unknown}; choose from {list(AUGMENTATIONS)}")
-    size = img_size or spec.default_size
+    cfg = spec.config(alpha, img_size)
+    alpha, size = cfg.alpha, cfg.img_size
     extractor, source = build_extractor(base, input_shape, size, weights, alpha, weights_dir)
     dim = int(extractor.output_shape[-1])
     if head is None:
@@ -438,8 +456,6 @@ def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int
         raise ModelError(f"the head maps {tuple(head.input_shape[1:])} features to "
                          f"{head.output_shape[-1]} classes; {base} at {size} px gives ({dim},) "
                          f"features and the data has {num_classes} classes")
-    if spec.alphas and alpha is None:
-        alpha = 1.0
 
     inputs = keras.Input(input_shape, dtype="uint8", name="image")
     x = ToFloat(name="to_float")(inputs)
@@ -537,7 +553,7 @@ def local_weights(weights_dir: str | Path | None = None) -> list[dict]:
 
 
 def weights_unavailable(name: str, weights: str | Path | None, alpha: float | None = None,
-                        img_size: int = 224, weights_dir: str | Path | None = None) -> bool:
+                        img_size: int | None = None, weights_dir: str | Path | None = None) -> bool:
     """True when ImageNet weights are asked for and no local file holds them, so only a
     download could bring them: a failed build then means 'not available offline'."""
     return resolve_weights(name, weights, alpha, img_size, weights_dir)[1] == "imagenet:download"

@@ -40,19 +40,20 @@ def _at_least(name: str, value: int | None, low: int) -> None:
         raise RunError(f"{name} must be at least {low}, not {value}")
 
 
-def check_args(spec: ModelSpec, *, epochs: int, batch_size: int, img_size: int, finetune: bool,
+def check_args(spec: ModelSpec, *, epochs: int, batch_size: int, img_size: int | None, finetune: bool,
                finetune_epochs: int | None, unfreeze_last: int, alpha: float | None,
                limit_per_class: int | None, seed: int, lr: float | None, dropout: float,
                label_smoothing: float, weight_decay: float, class_weight: str | None,
                early_stopping: int | None) -> None:
-    """Refuse arguments that cannot make a sensible run, with one line naming the fix."""
+    """Refuse arguments that cannot make a sensible run, with one line naming the fix
+    (``img_size`` and ``alpha`` None: the model's own, always fine)."""
     _at_least("--epochs", epochs, 1)
     _at_least("--batch-size", batch_size, 1)
     _at_least("--limit-per-class", limit_per_class, 1)
     _at_least("--finetune-epochs", finetune_epochs, 0)
     _at_least("--patience", early_stopping, 0)
     _at_least("unfreeze_last", unfreeze_last, 0)
-    if not spec.min_size <= img_size <= MAX_IMG_SIZE:
+    if img_size is not None and not spec.min_size <= img_size <= MAX_IMG_SIZE:
         raise RunError(f"--img-size must be between {spec.min_size} and {MAX_IMG_SIZE} px for "
                        f"{spec.name}, not {img_size}")
     if finetune and not spec.pretrained:
@@ -179,14 +180,13 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
     ``overwrite``. ``early_stopping`` 0 or None: off. Returns the record."""
     params = {k: v for k, v in locals().items() if k not in ("log", "out", "overwrite")}
     spec = get_spec(base)
-    size = img_size or spec.default_size
-    check_args(spec, epochs=epochs, batch_size=batch_size, img_size=size, finetune=finetune,
+    check_args(spec, epochs=epochs, batch_size=batch_size, img_size=img_size, finetune=finetune,
                finetune_epochs=finetune_epochs, unfreeze_last=unfreeze_last, alpha=alpha,
                limit_per_class=limit_per_class, seed=seed, lr=lr, dropout=dropout,
                label_smoothing=label_smoothing, weight_decay=weight_decay,
                class_weight=class_weight, early_stopping=early_stopping)
-    if spec.alphas and alpha is None:
-        alpha = 1.0
+    cfg = spec.config(alpha, img_size)
+    alpha, size = cfg.alpha, cfg.img_size
     _, source = resolve_weights(base, weights, alpha, size, weights_dir)
     lr = lr or (5e-3 if source != "random" else 2e-3)  # a frozen backbone's head learns fast
     out = Path(out)
@@ -198,7 +198,7 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
         ds = load_dataset(dataset, data_dir=data_dir, limit_per_class=limit_per_class, seed=seed,
                           fallback_size=size)
         prefix = run_prefix(spec.name, _slug(ds.name), size, batch_size, epochs, lr=lr, seed=seed,
-                            weights=_weights_tag(source), alpha=alpha if spec.alphas else None,
+                            weights=_weights_tag(source), alpha=alpha,
                             limit_per_class=limit_per_class,
                             finetune_epochs=(epochs if finetune_epochs is None else finetune_epochs)
                             if finetune else None)
