@@ -9,7 +9,7 @@ import pytest
 import tlkit.train as train
 from tlkit.evaluate import predict_proba
 from tlkit.finetune import classifier_with_head, fine_tune
-from tlkit.models import count_trainable
+from tlkit.models import ModelError, count_trainable
 from tlkit.train import set_seed
 
 
@@ -70,6 +70,9 @@ def test_fine_tune_trains_the_top_around_the_trained_head(fake_mnv2, tiny_ds, mo
     changed = [not _same(w, lyr.get_weights()) for w, lyr in zip(before["backbone"], layers)]
     assert not any(changed[:cut]) and not any(c for c, b in zip(changed, bn) if b)
     assert all(c for c, b, lyr in zip(changed[cut:], bn[cut:], layers[cut:]) if lyr.weights and not b)
+
+    with pytest.raises(ModelError, match="the head was trained on features of imagenet:.* not random"):
+        classifier_with_head(run.head_run, tiny_ds, weights="none", alpha=0.35)
 
     # both phases in one history, and the recipe's time in three parts
     assert run.both.history["phase"] == ["head"] * run.head_run.result.epochs + ["finetune"]

@@ -16,7 +16,7 @@ import keras
 
 from tlkit.data import Dataset
 from tlkit.features import ProbeRun, probe
-from tlkit.models import DEFAULT_AUGMENT, Classifier, build_classifier, unfreeze
+from tlkit.models import DEFAULT_AUGMENT, Classifier, ModelError, build_classifier, unfreeze
 from tlkit.train import TrainResult, device_scope, fit_dataset
 
 
@@ -66,6 +66,10 @@ def classifier_with_head(run: ProbeRun, ds: Dataset, *, weights: str | Path | No
         clf = build_classifier(run.feats.base, ds.num_classes, input_shape=ds.image_shape,
                                img_size=run.feats.img_size, weights=weights, alpha=alpha,
                                weights_dir=weights_dir, augment=augment, head=head, freeze=True)
+        if clf.weights_source != run.feats.weights_source:
+            raise ModelError(f"the head was trained on features of {run.feats.weights_source} weights, "
+                             f"not {clf.weights_source}: pass the weights, alpha and weights_dir "
+                             "the features were extracted with")
         if not clf.transfer:  # random features are never cached: their extractor is at hand
             clf.extractor.set_weights(run.feats.extractor.get_weights())
     return clf
@@ -75,13 +79,13 @@ def fine_tune(base: str, ds: Dataset, *, img_size: int | None = None, weights: s
               alpha: float | None = None, weights_dir: str | Path | None = None,
               head_epochs: int = 20, epochs: int = 6, unfreeze_last: int = 40, lr: float = 1e-3,
               finetune_lr: float | None = None, augment: bool | Sequence[str] | None = ("flip",),
-              seed: int = 0, head: dict | None = None,
+              seed: int = 0, head_kwargs: dict | None = None,
               before_finetune: Callable[[Classifier], None] | None = None, **kwargs) -> FineTuneRun:
     """Train a head on cached features for ``head_epochs`` at ``lr``, then fine-tune the
     backbone's last ``unfreeze_last`` layers with the head for ``epochs`` at ``finetune_lr``
     (default ``lr / 10``), BatchNormalization frozen in inference mode.
 
-    ``head`` holds more arguments of phase 1's :func:`~tlkit.features.fit_head` (dropout,
+    ``head_kwargs`` holds more arguments of phase 1's :func:`~tlkit.features.fit_head` (dropout,
     batch_size, early_stopping...), ``kwargs`` those of phase 2's :func:`~tlkit.train.fit`
     (batch_size, label_smoothing, verbose...). Mirrored training images stand in for flip
     augmentation in phase 1 when ``augment`` flips. ``before_finetune`` is called with the
@@ -90,7 +94,7 @@ def fine_tune(base: str, ds: Dataset, *, img_size: int | None = None, weights: s
     """
     flips = "flip" in (DEFAULT_AUGMENT if augment is True else augment or ())
     head_run = probe(base, ds, img_size=img_size, weights=weights, alpha=alpha, weights_dir=weights_dir,
-                     flip_train=flips, epochs=head_epochs, lr=lr, seed=seed, **(head or {}))
+                     flip_train=flips, epochs=head_epochs, lr=lr, seed=seed, **(head_kwargs or {}))
     clf = classifier_with_head(head_run, ds, weights=weights, alpha=alpha, weights_dir=weights_dir,
                                augment=augment)
     if before_finetune is not None:

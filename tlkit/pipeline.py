@@ -215,7 +215,7 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
                             weights_dir=weights_dir, head_epochs=epochs,
                             epochs=ft_epochs,
                             unfreeze_last=unfreeze_last, lr=lr, augment=augment, seed=seed,
-                            head=dict(kw, dropout=dropout), before_finetune=ready,
+                            head_kwargs=dict(kw, dropout=dropout), before_finetune=ready,
                             **kw, **board)
             clf, result, wall = run.clf, run.both, run.wall_seconds
         else:
