@@ -79,3 +79,18 @@ def test_older_bench_files_without_a_dataset_field_are_judged_by_suite():
     goal = bench.GOALS["frozen"][0]
     assert verdicts({"suite": "cpu", "frozen_mobilenetv2": frozen})[goal] is False
     assert verdicts({"suite": "smoke", "frozen_mobilenetv2": frozen})[goal] is None
+
+
+def test_finetune_part_runs_the_course_recipe():
+    """The finetune part runs tlkit.finetune.fine_tune with notebook 3's smoke settings and
+    reports the recipe's time in its three parts."""
+    result: dict = {}
+    bench._finetune(result, bench.SUITES["smoke"], None, None, lambda *a, **k: None)
+    ft = result["finetune"]
+    s = ft["settings"]
+    assert s == bench._settings("03", bench.SUITES["smoke"]) and ft["weights_source"] == "random"
+    assert [p["epoch"] for p in ft["curve"]] == list(range(1, s["finetune_epochs"] + 1))
+    parts = ft["extract_seconds"] + ft["head_seconds"] + ft["finetune_seconds"]
+    assert min(ft["extract_seconds"], ft["head_seconds"], ft["finetune_seconds"]) > 0
+    assert ft["wall_seconds"] == pytest.approx(parts, abs=0.2)
+    assert 0 <= ft["head_test_accuracy"] <= 1 and 0 <= ft["test_accuracy"] <= 1 and ft["tta"]

@@ -9,6 +9,7 @@ from collections import namedtuple
 import keras
 import pytest
 
+import tlkit.finetune
 from tlkit import pipeline
 from tlkit.models import get_spec
 from tlkit.pipeline import RunError, train_run
@@ -44,10 +45,14 @@ def test_weights_and_dataset_names_are_filesystem_safe():
     assert len(pipeline._slug("x" * 200)) == 32
 
 
-def test_full_disk_is_refused_before_training(tmp_path, monkeypatch):
+@pytest.mark.parametrize("finetune", [False, True])
+def test_full_disk_is_refused_before_training(tmp_path, monkeypatch, finetune):
+    """The model's size is known once it is built: with ``finetune``, after phase 1 (the head
+    on cached features), before phase 2 trains the backbone."""
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(pipeline.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 2**20, 2**20))
     monkeypatch.setattr(pipeline, "fit_dataset", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(tlkit.finetune, "fit_dataset", lambda *a, **k: pytest.fail("phase 2 started"))
     out = tmp_path / "out"
     n_params = None
 
@@ -55,10 +60,27 @@ def test_full_disk_is_refused_before_training(tmp_path, monkeypatch):
         nonlocal n_params
         n_params = n_params or ("parameters" in line)
 
+    model = dict(base="mobilenetv2", weights="none", alpha=0.35, finetune=True) if finetune else \
+        dict(base="cnn")
     with pytest.raises(RunError, match=r"has 1 MB free; this run's files need about \d+ MB"):
-        train_run("synthetic", "cnn", out=out, **{**SMALL, "log": log})
+        train_run("synthetic", **model, out=out, **{**SMALL, "log": log})
     assert n_params  # the model was built: the estimate uses its size
     assert not out.exists()  # no run folder, no temporary folder, no empty OUT
+
+
+def test_finetune_is_the_course_recipe(tmp_path):
+    """``finetune``: the head on cached features, then the backbone's last layers with it
+    (tlkit.finetune.fine_tune); the record holds both phases and the recipe's wall time."""
+    record = train_run("synthetic", "mobilenetv2", weights="none", alpha=0.35, finetune=True,
+                       unfreeze_last=10, out=tmp_path, **SMALL)
+    assert record["history"]["phase"] == ["head", "finetune"]
+    assert record["name"] == "mobilenetv2__synthetic__img32__bs32__ep1__lr0.002__seed0__wrandom__a0.35__lim6__ft1"
+    model = record["model"]
+    assert model["trainable_params"] > model["params"] - model["backbone_params"]  # the top learnt too
+    seconds = record["history"]["seconds"]
+    assert record["wall_seconds"] >= seconds[-1] > seconds[0] > 0
+    assert sorted(p.name for p in (tmp_path / record["name"]).iterdir()) == sorted(
+        f"{record['name']}{s}" for s in (*FIGURES, "_record.json", "_model.keras"))
 
 
 def test_overwrite_and_failed_model_save(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""tlkit.train: a model can overfit, runs repeat under a seed, the transfer recipe."""
+"""tlkit.train: a model can overfit, runs repeat under a seed, schedules, class weights."""
 from __future__ import annotations
 
 import keras
@@ -8,21 +8,13 @@ import pytest
 import tlkit.train as train
 from tlkit.data import make_synthetic
 from tlkit.evaluate import predict_proba
-from tlkit.models import build_classifier, count_trainable
-from tlkit.train import TrainResult, fit, fit_dataset, set_seed, two_phase
+from tlkit.models import build_classifier
+from tlkit.train import TrainResult, fit, fit_dataset, set_seed
 
 
 def dense_model(dim: int = 4, k: int = 2) -> keras.Model:
     inputs = keras.Input((dim,))
     return keras.Model(inputs, keras.layers.Dense(k, activation="softmax")(inputs))
-
-
-def peak_lr(optimizer, steps: int = 50) -> float:
-    """The largest learning rate an optimizer's schedule reaches."""
-    sched = optimizer._learning_rate
-    if isinstance(sched, keras.optimizers.schedules.LearningRateSchedule):
-        return max(float(sched(s)) for s in range(steps))
-    return float(optimizer.learning_rate)
 
 
 @pytest.mark.backends
@@ -54,36 +46,6 @@ def test_same_seed_same_run(tiny_ds):
     timeless = [{k: v for k, v in h.items() if k != "seconds"} for h in (h1, h2)]  # wall time varies
     assert timeless[0] == timeless[1]
     assert np.array_equal(p1, p2)
-
-
-@pytest.mark.backends
-def test_two_phase(tiny_ds, monkeypatch):
-    seen = []
-    real = train.compile_model
-
-    def spy(model, lr=1e-3, **kw):
-        real(model, lr, **kw)
-        seen.append({"lr": lr, "optimizer": model.optimizer, "trainable": count_trainable(model)})
-
-    monkeypatch.setattr(train, "compile_model", spy)
-    set_seed(0)
-    clf = build_classifier("cnn", tiny_ds.num_classes, img_size=32, augment=False)
-    result = two_phase(clf, tiny_ds, head_epochs=2, finetune_epochs=1, lr=1e-3, unfreeze_last=6,
-                       batch_size=16, verbose=0)
-    assert result.history["phase"] == ["head", "head", "finetune"]
-    assert len(result.history["loss"]) == 3 and len(result.history["val_accuracy"]) == 3
-    assert result.images_seen == 3 * len(tiny_ds.y_train)
-    assert [s["lr"] for s in seen] == [1e-3, pytest.approx(1e-4)]
-    # the optimizers themselves: cosine schedules that peak at lr and at lr / 10
-    head_opt, ft_opt = seen[0]["optimizer"], seen[1]["optimizer"]
-    assert head_opt is not ft_opt and ft_opt is clf.model.optimizer
-    assert peak_lr(head_opt) == pytest.approx(1e-3)
-    assert peak_lr(ft_opt) == pytest.approx(1e-4)
-    # phase 1 trains the head only, phase 2 the top of the backbone as well
-    assert seen[0]["trainable"] == clf.model.get_layer("head").count_params()
-    assert seen[1]["trainable"] > seen[0]["trainable"]
-    bns = [l for l in clf.backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert bns and not any(l.trainable for l in bns)
 
 
 def test_constant_schedule_lr(monkeypatch):

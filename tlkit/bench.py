@@ -331,37 +331,36 @@ def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
 
 
 def _finetune(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
-    """Notebook 3's recipe: a head on cached features, then fine-tuning the top of the backbone
-    at a lower learning rate with BatchNormalization in inference mode."""
+    """Notebook 3's recipe (:func:`tlkit.finetune.fine_tune`): a head on cached features, then
+    fine-tuning the top of the backbone at a lower learning rate with BatchNormalization in
+    inference mode."""
     from tlkit.cnn import with_flip_tta
     from tlkit.data import load_dataset
     from tlkit.evaluate import evaluate
-    from tlkit.features import probe
-    from tlkit.models import build_classifier, unfreeze
-    from tlkit.train import fit_dataset, set_seed
+    from tlkit.finetune import fine_tune
+    from tlkit.train import set_seed
 
     s = _settings("03", cfg)
     ds = load_dataset(s["dataset"], data_dir=data_dir, limit_per_class=s["limit_per_class"], seed=0)
     set_seed(0)
-    head = probe("mobilenetv2", ds, img_size=s["img_size"], weights=s["weights"], alpha=s["alpha"],
-                 weights_dir=weights_dir, epochs=s["head_epochs"])
-    clf = build_classifier("mobilenetv2", ds.num_classes, input_shape=ds.image_shape, img_size=s["img_size"],
-                           weights=s["weights"], alpha=s["alpha"], weights_dir=weights_dir,
-                           augment=["flip"], head=head.head)
-    unfreeze(clf, last_n=s["unfreeze_last"])
-    log(f"  head {head.evaluation['summary']['test_accuracy']:.3f}; fine-tuning {s['finetune_epochs']} "
-        f"epochs of {len(ds.y_train)} images at {s['img_size']} px", flush=True)
-    r = fit_dataset(clf, ds, epochs=s["finetune_epochs"], batch_size=s["batch_size"], lr=s["finetune_lr"],
-                    verbose=2)
-    ev = evaluate(with_flip_tta(clf.model), ds)  # as the CNN from scratch is scored
+    log(f"  head, then fine-tuning {s['finetune_epochs']} epochs of {len(ds.y_train)} images at "
+        f"{s['img_size']} px", flush=True)
+    run = fine_tune("mobilenetv2", ds, img_size=s["img_size"], weights=s["weights"], alpha=s["alpha"],
+                    weights_dir=weights_dir, head_epochs=s["head_epochs"], epochs=s["finetune_epochs"],
+                    unfreeze_last=s["unfreeze_last"], finetune_lr=s["finetune_lr"],
+                    batch_size=s["batch_size"], verbose=2)
+    head = run.head_run
+    ev = evaluate(with_flip_tta(run.clf.model), ds)  # as the CNN from scratch is scored
+    log(f"  head {head.evaluation['summary']['test_accuracy']:.3f}, fine-tuned "
+        f"{ev['summary']['test_accuracy']:.3f}", flush=True)
     result["finetune"] = {
         "test_accuracy": ev["summary"]["test_accuracy"], "head_test_accuracy":
             head.evaluation["summary"]["test_accuracy"],
-        "wall_seconds": round(head.wall_seconds + r.wall_seconds, 1),
-        "extract_seconds": round(head.feats.seconds, 1), "head_seconds": round(head.result.wall_seconds, 1),
-        "finetune_seconds": round(r.wall_seconds, 1), "weights_source": head.feats.weights_source,
+        "wall_seconds": round(run.wall_seconds, 1), "extract_seconds": round(run.extract_seconds, 1),
+        "head_seconds": round(run.head_seconds, 1), "finetune_seconds": round(run.finetune_seconds, 1),
+        "weights_source": head.feats.weights_source,
         "train_images": int(len(ds.y_train)), "test_images": int(len(ds.y_test)), "tta": True,
-        "settings": s, "curve": curve(r.history)}
+        "settings": s, "curve": curve(run.result.history)}
 
 
 def _on_cifar10(part: dict, suite: str | None = None) -> bool:

@@ -116,7 +116,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--img-size", type=int, default=None,
                    help="input size the model sees (default: the model's own; at most 1024)")
-    t.add_argument("--finetune", action="store_true", help="second phase: unfreeze and fine-tune")
+    t.add_argument("--finetune", action="store_true",
+                   help="notebook 3's recipe: the head on cached features, then the top of the "
+                        "backbone with it at --lr/10 (BatchNormalization frozen)")
     t.add_argument("--finetune-epochs", type=int, default=None, help="default: --epochs")
     t.add_argument("--weights", default=None, help="imagenet, none, or a weights file")
     t.add_argument("--alpha", type=float, default=None, help="width multiplier (MobileNets)")

@@ -2,7 +2,8 @@
 
 Everything that can be checked is checked before the first epoch: the arguments, the
 output folder (created and probe-written), the data, the run folder's name and the free
-disk space. A run's files are built in a temporary folder beside their destination and
+disk space (with ``finetune``, before phase 2: the model is built around the head trained in
+phase 1). A run's files are built in a temporary folder beside their destination and
 renamed into place as one folder, so a reader never sees a mixed set.
 """
 from __future__ import annotations
@@ -20,11 +21,12 @@ import matplotlib.pyplot as plt
 from tlkit import TlkitError, __version__
 from tlkit.data import load_dataset
 from tlkit.evaluate import evaluate, predict_proba
+from tlkit.finetune import fine_tune
 from tlkit.modelfile import save_model
 from tlkit.models import ModelError, ModelSpec, build_classifier, get_spec, param_report, resolve_weights
 from tlkit.records import make_record, run_prefix, write_record
 from tlkit.system import TMP_MARK
-from tlkit.train import configure_precision, device_scope, fit_dataset, set_seed, two_phase
+from tlkit.train import configure_precision, device_scope, fit_dataset, set_seed
 from tlkit import plots
 
 MAX_IMG_SIZE = 1024
@@ -155,15 +157,6 @@ def _publish(tmp: Path, dest: Path, overwrite: bool) -> None:
             old.unlink()
 
 
-def _train(clf, ds, finetune: bool, epochs: int, finetune_epochs: int | None, lr: float,
-           unfreeze_last: int, kw: dict):
-    if finetune:
-        return two_phase(clf, ds, head_epochs=epochs,
-                         finetune_epochs=epochs if finetune_epochs is None else finetune_epochs,
-                         lr=lr, unfreeze_last=unfreeze_last, **kw)
-    return fit_dataset(clf, ds, epochs=epochs, lr=lr, **kw)
-
-
 def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32,
               img_size: int | None = None, finetune: bool = False, finetune_epochs: int | None = None,
               unfreeze_last: int = 30, weights: str | None = None, alpha: float | None = None,
@@ -197,40 +190,53 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
         precision = configure_precision()
         ds = load_dataset(dataset, data_dir=data_dir, limit_per_class=limit_per_class, seed=seed,
                           fallback_size=size)
+        ft_epochs = epochs if finetune_epochs is None else finetune_epochs
         prefix = run_prefix(spec.name, _slug(ds.name), size, batch_size, epochs, lr=lr, seed=seed,
                             weights=_weights_tag(source), alpha=alpha,
                             limit_per_class=limit_per_class,
-                            finetune_epochs=(epochs if finetune_epochs is None else finetune_epochs)
-                            if finetune else None)
+                            finetune_epochs=ft_epochs if finetune else None)
         dest = out / prefix
         if (dest.exists() or dest.is_symlink()) and not overwrite:
             raise RunError(f"{dest} already holds a run: pass --overwrite to replace it, "
                            "or change --out or the settings")
         log(ds.describe())
-        with device_scope():
-            clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, img_size=size,
-                                   weights=weights, alpha=alpha, weights_dir=weights_dir,
-                                   augment=augment, dropout=dropout)
-        log(f"weights: {clf.weights_source}\n{param_report(clf.model)}")
-        _check_space(out, clf.model.count_params())
         tmp = out / f".{prefix}.{os.getpid()}.{secrets.token_hex(4)}{TMP_MARK}"
         tmp.mkdir()
         kw = dict(batch_size=batch_size, label_smoothing=label_smoothing, weight_decay=weight_decay,
                   class_weight=class_weight, early_stopping=early_stopping or None, verbose=verbose)
-        if tensorboard:
-            kw["tensorboard"] = tmp / "logs"
-        with device_scope():
-            result = _train(clf, ds, finetune, epochs, finetune_epochs, lr, unfreeze_last, kw)
+        board = {"tensorboard": tmp / "logs"} if tensorboard else {}
+
+        def ready(clf) -> None:  # the model is built: report it, check its files fit on disk
+            log(f"weights: {clf.weights_source}\n{param_report(clf.model)}")
+            _check_space(out, clf.model.count_params())
+
+        if finetune:  # the course's recipe: a head on cached features, then the top at lr / 10
+            run = fine_tune(base, ds, img_size=size, weights=weights, alpha=alpha,
+                            weights_dir=weights_dir, head_epochs=epochs,
+                            epochs=ft_epochs,
+                            unfreeze_last=unfreeze_last, lr=lr, augment=augment, seed=seed,
+                            head_kwargs=dict(kw, dropout=dropout), before_finetune=ready,
+                            **kw, **board)
+            clf, result, wall = run.clf, run.both, run.wall_seconds
+        else:
+            with device_scope():
+                clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape,
+                                       img_size=size, weights=weights, alpha=alpha,
+                                       weights_dir=weights_dir, augment=augment, dropout=dropout)
+            ready(clf)
+            with device_scope():
+                result = fit_dataset(clf, ds, epochs=epochs, lr=lr, **kw, **board)
+            wall = result.wall_seconds
         evaluation = evaluate(clf.model, ds, seed=seed)
         params.update(img_size=size, lr=lr, alpha=alpha, precision=precision)
         record = make_record(kind="train", name=prefix, params=params, dataset=ds.info(),
                              model=clf.info(), metrics=evaluation["summary"], history=result.history,
-                             wall_seconds=round(result.wall_seconds, 2),
+                             wall_seconds=round(wall, 2),
                              images_per_second=round(result.images_per_second, 1), seed=seed,
                              evaluation={k: v for k, v in evaluation.items() if k != "summary"})
         m = record["metrics"]
         log(f"test accuracy {m['test_accuracy']:.3f} | val {m.get('val_accuracy', float('nan')):.3f} | "
-            f"train {m['train_accuracy']:.3f} | {result.wall_seconds:.0f} s training")
+            f"train {m['train_accuracy']:.3f} | {wall:.0f} s training")
         _write_files(tmp, dest, overwrite, prefix, record, clf, ds, result.history, evaluation, seed)
     except BaseException:
         if tmp is not None and tmp.exists():

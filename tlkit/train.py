@@ -1,4 +1,4 @@
-"""Training: seeds, device setup, compile, fit, and the two-phase transfer recipe."""
+"""Training: seeds, device setup, compile, fit, and progressive unfreezing."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +12,7 @@ import numpy as np
 
 from tlkit.cnn import adapt
 from tlkit.data import Dataset, class_weights
-from tlkit.models import Classifier, freeze_backbone, unfreeze
+from tlkit.models import Classifier, unfreeze
 from tlkit.system import accelerators, cpu_bf16
 
 
@@ -211,21 +211,6 @@ def fit_dataset(clf: Classifier | keras.Model, ds: Dataset, **kwargs) -> TrainRe
     """:func:`fit` on a :class:`~tlkit.data.Dataset`'s train split, validated on its val split."""
     val = (ds.x_val, ds.y_val) if ds.x_val is not None else None
     return fit(clf, ds.x_train, ds.y_train, validation=val, num_classes=ds.num_classes, **kwargs)
-
-
-def two_phase(clf: Classifier, ds: Dataset, *, head_epochs: int = 5, finetune_epochs: int = 5,
-              lr: float = 1e-3, finetune_lr: float | None = None, unfreeze_last: int | None = 30,
-              from_layer: str | None = None, **kwargs) -> TrainResult:
-    """Train the head on the frozen backbone, then unfreeze the top and fine-tune at
-    ``finetune_lr`` (default ``lr / 10``); BatchNormalization stays in inference mode."""
-    freeze_backbone(clf)
-    result = TrainResult()
-    result.extend(fit_dataset(clf, ds, epochs=head_epochs, lr=lr, **kwargs), "head")
-    if finetune_epochs > 0:
-        unfreeze(clf, last_n=unfreeze_last, from_layer=from_layer)
-        result.extend(fit_dataset(clf, ds, epochs=finetune_epochs,
-                                  lr=finetune_lr or lr / 10, **kwargs), "finetune")
-    return result
 
 
 def progressive_unfreeze(clf: Classifier, ds: Dataset, *, stages: tuple[int, ...] = (20, 60, 120),
