@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tlkit"
 # Every module of tlkit is in exactly one list; a new module must be added to one of them.
 CORE = ["__init__", "system", "data", "cnn", "models", "flops", "modelfile", "train", "features",
-        "evaluate", "efficiency"]
+        "evaluate", "efficiency", "finetune"]
 UPPER = ["records", "findings", "plots", "comparison", "info", "pipeline", "course", "book", "bench",
          "export", "serve", "service", "cli"]
 
