@@ -349,3 +349,28 @@ def test_slow_clients_do_not_starve_health(model_file):
             sock.close()
         server.terminate()
         server.wait(30)
+
+
+def test_connection_cap_and_header_timeout(predictor):
+    """A connection that sends no headers is closed after header_timeout; when every
+    connection is taken by a client past its headers, a new one is answered 503 and closed."""
+    limits = dataclasses.replace(LIMITS, max_connections=1, header_timeout=0.5)
+    with running(create_app(predictor, limits)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        silent = socket.create_connection(("127.0.0.1", port))
+        t0 = time.perf_counter()
+        assert _answer(silent) == b"" and time.perf_counter() - t0 < 5  # closed by the server
+        silent.close()
+        with httpx.Client(base_url=url, timeout=10) as kept:  # answered, then kept alive
+            assert kept.get("/health").status_code == 200
+            extra = socket.create_connection(("127.0.0.1", port))
+            answer = _answer(extra)
+            assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in answer
+            extra.close()
+        for _ in range(50):  # room again once the server has seen the kept one close
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/health", timeout=10).status_code == 200:
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no room after the only connection closed")
