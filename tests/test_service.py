@@ -121,6 +121,8 @@ BAD = {
     "GIF": (dict(files=_upload(image_bytes("GIF"), "x.gif", "application/octet-stream")), 415, "is GIF"),
     "empty body": (dict(content=b"", headers={"content-type": "multipart/form-data; boundary=b"}),
                    400, "empty request body"),
+    "no boundary": (dict(content=b"x", headers={"content-type": "multipart/form-data"}), 415,
+                    "multipart/form-data (field 'file'), with a boundary"),
     "empty file": (dict(files=_upload(b"")), 400, "is empty"),
     "file over max_bytes": (dict(files=_upload(b"\x89PNG" + os.urandom(300_000))), 413, "over the limit"),
     "decompression bomb": (dict(files=_upload(bomb_png(4000, 4000), "bomb.png")), 413,

@@ -145,9 +145,10 @@ class _UploadGuard:
         ctype = headers.get("content-type", "")
         limit = body_limit(self.limits, scope["path"])
         boundary = re.search(r'boundary=(?:"([^"]+)"|([^;\s]+))', ctype, re.I)
-        if not ctype.lower().startswith("multipart/form-data") or not boundary:
-            reply = _json(415, f"send the image as multipart/form-data (field 'file'), "
-                               f"not Content-Type {ctype or 'none'!r}")
+        multipart = ctype.lower().startswith("multipart/form-data")
+        if not multipart or not boundary:
+            what = "with a boundary" if multipart else f"not Content-Type {ctype or 'none'!r}"
+            reply = _json(415, f"send the image as multipart/form-data (field 'file'), {what}")
             return await reply(scope, receive, send)
         if headers.get("content-length", "").isdigit() and int(headers["content-length"]) > limit:
             return await _json(413, f"request body of {int(headers['content-length']):,} bytes is "
