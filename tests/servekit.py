@@ -45,3 +45,13 @@ def bomb_png(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     rows = zlib.compress(b"\0" * (1 + 3 * min(width, 1000)) * 4, 9)
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", rows) + _chunk(b"IEND", b"")
+
+
+def encode(arr: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
+    """``arr`` as an image of ``mode`` (Pillow's, default from the array) encoded as ``fmt``."""
+    from PIL import Image
+
+    im = Image.fromarray(arr)
+    buf = io.BytesIO()
+    (im.convert(mode) if mode else im).save(buf, format=fmt)
+    return buf.getvalue()

@@ -3,6 +3,7 @@ ONNX Runtime and TFLite give Keras's probabilities within 1e-4 on a batch."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -114,6 +115,17 @@ def test_export_errors(model_file, tmp_path, capsys):
     assert "no model file" in capsys.readouterr().err
     assert main(["export", str(model_file), "--format", "keras", "--out", str(tmp_path / "o")]) == 0
     assert capsys.readouterr().out.strip() == f"exported {tmp_path / 'o' / 'tiny_model.keras'}"
+
+
+@pytest.mark.parametrize("where", ["under a file", "in /proc"])
+def test_export_to_a_folder_that_cannot_be_made_is_one_line(where, model_file, tmp_path, capsys):
+    if where == "in /proc" and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "sub" if where == "under a file" else Path("/proc/nope")
+    assert main(["export", str(model_file), "--format", "keras", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tlkit: error: --out {out} cannot be created (") and len(err.strip().splitlines()) == 1
 
 
 def test_onnx_export_of_a_classifier_with_augmentation(tmp_path):

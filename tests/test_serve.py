@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from servekit import NAMES, bomb_png, image_bytes, tiny_model
+from conftest import ROOT
+from servekit import NAMES, bomb_png, encode, image_bytes, tiny_model
 from tlkit import TlkitError
 from tlkit.cli import main
-from tlkit.modelfile import ModelFileError
-from tlkit.serve import ImageError, Limits, Predictor, decode_image
+from tlkit.modelfile import MAX_META_BYTES, META_NAME, ModelFileError
+from tlkit.serve import DECODE_BYTES_PER_PIXEL, ImageError, Limits, Predictor, decode_image
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +174,92 @@ def test_cli_predict_errors_are_one_line(case, model_file, tmp_path, capsys):
     assert main(["predict", model, str(img)]) == 2
     err = capsys.readouterr().err
     assert want in err and err.startswith("tlkit: error: ") and len(_error_lines(err)) == 1
+
+
+def test_high_depth_images_are_scaled_not_clipped():
+    """A 16-bit greyscale PNG at half scale is mid-grey, not near white (Pillow's convert clips)."""
+    from tlkit.data import _decode, to_rgb8
+
+    grey16 = np.full((40, 48), 128 * 257, np.uint16)
+    arr = decode_image(encode(grey16), (32, 32))
+    assert arr.shape == (32, 32, 3) and np.all(arr == 128)
+    assert np.all(_decode(encode(grey16), 16)[0] == 128)  # the data sets' decoder too
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64)
+    for mode, values, scale in [("I;16", ramp.astype(np.uint16), 257), ("I;16B", ramp.astype(">u2"), 257),
+                                ("I", ramp.astype(np.int32), 257), ("F", (ramp / 65535).astype(np.float32), 1 / 255)]:
+        im = Image.fromarray(values)
+        got = np.asarray(to_rgb8(im))
+        assert im.mode == mode and got.shape == (64, 64, 3) and got.dtype == np.uint8, mode
+        np.testing.assert_allclose(got[..., 0], np.rint(values.astype(np.float64) / scale), atol=1, err_msg=mode)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_decode_budget_refuses_before_decoding():
+    """A 7000x7000 PNG (under the pixel limit) would take 421 MiB to decode: refused from its
+    header; a JPEG of that size is decoded at 1/8 scale and passes."""
+    with pytest.raises(ImageError, match=r"7000x7000 PNG: decoding it takes about 421 MB, over the "
+                                         r"limit of 256 MB") as e:
+        decode_image(bomb_png(7000, 7000), (32, 32), max_decode_bytes=Limits().max_decode_bytes)
+    assert e.value.status == 413
+    jpeg = encode(np.zeros((4000, 4000, 3), np.uint8), "JPEG")
+    assert decode_image(jpeg, (32, 32), max_decode_bytes=4 * 2**20).shape == (32, 32, 3)  # not 144 MB
+
+
+_MEASURE = """
+import sys
+from pathlib import Path
+from tlkit.serve import decode_image
+
+def peak():  # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's across exec)
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM"))
+    return int(line.split()[1]) * 1024
+
+decode_image(open(sys.argv[2], "rb").read(), (8, 8))  # imports and plugins first
+data = open(sys.argv[1], "rb").read()
+before = peak()
+decode_image(data, (32, 32))
+print(peak() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("fmt, mode", [("PNG", "RGBA"), ("PNG", "P"), ("PNG", "RGB"), ("WEBP", "RGBA")])
+def test_decode_memory_is_within_the_documented_bytes_per_pixel(fmt, mode, tmp_path):
+    """Peak memory of one decode, measured in a fresh process, is at most
+    DECODE_BYTES_PER_PIXEL[fmt] bytes a pixel: the figure the service's memory bound uses."""
+    side = 3000
+    y, x = np.mgrid[0:side, 0:side]
+    arr = np.stack([x % 256, y % 256, (x + y) % 256, (x * y) % 256], -1).astype(np.uint8)
+    (tmp_path / "big").write_bytes(encode(arr, fmt, mode))
+    (tmp_path / "small").write_bytes(encode(arr[:8, :8], fmt, mode))
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, str(tmp_path / "big"), str(tmp_path / "small")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    per_pixel = int(proc.stdout) / side**2
+    assert 0 < per_pixel <= DECODE_BYTES_PER_PIXEL[fmt], f"{fmt} {mode}: {per_pixel:.2f} bytes a pixel"
+
+
+def _with_meta_bomb(model_file: Path, out: Path, mib: int) -> Path:
+    """A copy of ``model_file`` whose tlkit.json inflates to ``mib`` MiB of spaces."""
+    with zipfile.ZipFile(model_file) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if info.filename != META_NAME:
+                dst.writestr(info, src.read(info))
+        with dst.open(META_NAME, "w") as f:
+            for _ in range(mib):
+                f.write(b" " * 2**20)
+    return out
+
+
+def test_a_huge_metadata_member_is_refused_unread(model_file, tmp_path, capsys):
+    """A tlkit.json that inflates to 64 MB (a zip bomb of spaces) is refused after reading
+    MAX_META_BYTES of it, in ``predict`` and before the model is loaded."""
+    bomb = _with_meta_bomb(model_file, tmp_path / "bomb_model.keras", 64)
+    assert bomb.stat().st_size < model_file.stat().st_size + 2**20
+    with pytest.raises(ModelFileError, match=f"tlkit.json is over the limit of {MAX_META_BYTES:,} bytes"):
+        Predictor.load(bomb)
+    img = tmp_path / "a.png"
+    img.write_bytes(image_bytes())
+    assert main(["predict", str(bomb), str(img)]) == 2
+    err = capsys.readouterr().err
+    assert "is over the limit of" in err and len(_error_lines(err)) == 1

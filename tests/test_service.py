@@ -3,11 +3,18 @@
 Every bad upload gets a 4xx JSON answer and the server keeps answering."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import json
 import os
+import re
+import resource
+import socket
 import subprocess
 import sys
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -18,10 +25,10 @@ httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest import CLI_PREFIX, ROOT, SHARED  # noqa: E402
-from servekit import NAMES, bomb_png, image_bytes, tiny_model  # noqa: E402
+from servekit import NAMES, bomb_png, encode, image_bytes, tiny_model  # noqa: E402
 from tlkit.modelfile import ModelFileError, save_model  # noqa: E402
 from tlkit.serve import Limits, Predictor, decode_image  # noqa: E402
-from tlkit.service import app_from_model, create_app, running  # noqa: E402
+from tlkit.service import _UploadGuard, app_from_model, create_app, running  # noqa: E402
 
 LIMITS = Limits(max_bytes=200_000, max_pixels=4_000_000, max_files=4, top_k=2)
 
@@ -50,7 +57,12 @@ def test_health_labels_docs(client):
     assert client.get("/health").json() == {"status": "ok", "classes": 3, "input_shape": [32, 32, 3],
                                             "threshold": 0.0}
     assert client.get("/labels").json() == {"labels": NAMES}
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # offline: every file the page loads comes from this server, and is there
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", docs.text)
+    assert urls and not [u for u in urls if not u.startswith("/")], urls
+    assert all(client.get(u).status_code == 200 for u in urls)
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/predict", "/predict/batch", "/labels", "/health"} <= set(paths)
     page = client.get("/")
@@ -70,6 +82,15 @@ def test_predict_answers_what_the_model_says(client, predictor, fmt):
     assert j["filename"] == f"x.{fmt.lower()}"
 
 
+def test_16_bit_png_is_answered_like_its_8_bit_twin(client):
+    """A 16-bit greyscale PNG is scaled to 8 bits (Pillow alone clips it to near white)."""
+    rng = np.random.default_rng(5)
+    grey8 = rng.integers(0, 256, (32, 32), dtype=np.uint8)  # the model's size: no resizing
+    j16 = client.post("/predict", files=_upload(encode(grey8.astype(np.uint16) * 257), "g16.png")).json()
+    j8 = client.post("/predict", files=_upload(encode(grey8), "g8.png")).json()
+    assert j16["label"] == j8["label"] and j16["confidence"] == pytest.approx(j8["confidence"], abs=1e-6)
+
+
 def test_unknown_below_threshold(model_file):
     with TestClient(app_from_model(model_file, threshold=0.99)) as c:
         j = c.post("/predict", files=_upload(image_bytes())).json()
@@ -87,7 +108,7 @@ def test_batch(client, predictor):
     assert [g["label"] for g in got] == [w["label"] for w in want]
     too_many = [("files", (f"{i}.png", datas[0], "image/png")) for i in range(5)]
     r = client.post("/predict/batch", files=too_many)
-    assert r.status_code == 413 and "5 files, over the limit of 4" in r.json()["detail"]
+    assert r.status_code == 413 and "over the limit of 4 files a request" in r.json()["detail"]
 
 
 BAD = {
@@ -100,10 +121,14 @@ BAD = {
     "GIF": (dict(files=_upload(image_bytes("GIF"), "x.gif", "application/octet-stream")), 415, "is GIF"),
     "empty body": (dict(content=b"", headers={"content-type": "multipart/form-data; boundary=b"}),
                    400, "empty request body"),
+    "no boundary": (dict(content=b"x", headers={"content-type": "multipart/form-data"}), 415,
+                    "multipart/form-data (field 'file'), with a boundary"),
     "empty file": (dict(files=_upload(b"")), 400, "is empty"),
     "file over max_bytes": (dict(files=_upload(b"\x89PNG" + os.urandom(300_000))), 413, "over the limit"),
     "decompression bomb": (dict(files=_upload(bomb_png(4000, 4000), "bomb.png")), 413,
                            "4000x4000 = 16,000,000 pixels, over the limit of 4,000,000"),
+    "two files": (dict(files=[("file", ("a.png", image_bytes(), "image/png"))] * 2), 413,
+                  "over the limit of 1 file a request to /predict"),
     "no file field": (dict(files={"image": ("x.png", image_bytes(), "image/png")}), 422, None),
 }
 
@@ -224,3 +249,130 @@ def test_load_script_is_bounded_and_reports(tmp_path, model_file):
     assert r["requests"] == 12 == r["ok"] and r["errors"] == {} and r["concurrency"] == 3
     assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] <= r["latency_ms"]["max"]
     assert r["requests_per_s"] > 0 and r["server_rss_mb"]["end"] > 0
+
+
+def _answer(sock: socket.socket) -> bytes:
+    sock.settimeout(20)
+    return sock.recv(65536)
+
+
+def test_uploads_beyond_max_concurrent_get_503_and_a_stalled_body_408(predictor):
+    """With one upload slot taken by a client that stops sending, the next upload gets 503
+    with Retry-After; the stalled one gets 408 after body_timeout, and the slot is free again."""
+    limits = dataclasses.replace(LIMITS, max_concurrent=1, body_timeout=2.0)
+    part = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+    with running(create_app(predictor, limits)) as url, httpx.Client(base_url=url, timeout=30) as c:
+        stalled = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        stalled.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                        b"Content-Type: multipart/form-data; boundary=b\r\n\r\n" + part)
+        for _ in range(100):  # until the server has let the stalled upload in
+            r = c.post("/predict", files=_upload(image_bytes()))
+            if r.status_code != 200:
+                break
+            time.sleep(0.02)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert "try again in 1 s" in r.json()["detail"]
+        answer = _answer(stalled)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 2 s" in answer, answer
+        stalled.close()
+        assert c.post("/predict", files=_upload(image_bytes())).status_code == 200
+        assert c.get("/health").status_code == 200
+
+
+def test_upload_bodies_stream_through_never_held_whole():
+    """The app gets the first chunk of a body before the second is read from the client, so
+    a body is never in memory whole (Starlette spools its files to disk beyond 1 MiB)."""
+    read, seen = [], []
+
+    async def client():
+        read.append(len(read))
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": len(read) < 100}
+
+    async def app(scope, receive, send):
+        seen.append(((await receive())["body"][:1], len(read)))
+        while (await receive())["more_body"]:
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict",
+             "headers": [(b"content-type", b"multipart/form-data; boundary=b")]}
+    asyncio.run(_UploadGuard(app, LIMITS, ("/predict",))(scope, client, send))
+    assert seen == [(b"x", 1)] and len(read) == 100 and sent[0]["status"] == 200
+
+
+def test_slow_clients_do_not_starve_health(model_file):
+    """1,100 connections sending a byte a second to ``tlkit serve`` (default settings) limited
+    to 1,024 open files: /health keeps answering, as connections are capped and the oldest
+    still sending its headers makes room for a new one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if max(soft, hard if hard != resource.RLIM_INFINITY else 4096) < 1200:
+        pytest.skip("this test opens 1,100 client sockets")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tlkit.cli", "serve", "--model", str(model_file), "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(600):
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        for _ in range(1100):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.setblocking(False)
+            sock.send(b"G")
+            slow.append(sock)
+        waits = []
+        for _ in range(4):  # a byte a second on every connection, /health in between
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.send(b"E")
+            t0 = time.perf_counter()
+            assert httpx.get(url + "/health", timeout=5).status_code == 200
+            waits.append(time.perf_counter() - t0)
+            time.sleep(1)
+        assert max(waits) < 2, waits
+    finally:
+        for sock in slow:
+            sock.close()
+        server.terminate()
+        server.wait(30)
+
+
+def test_connection_cap_and_header_timeout(predictor):
+    """A connection that sends no headers is closed after header_timeout; when every
+    connection is taken by a client past its headers, a new one is answered 503 and closed."""
+    limits = dataclasses.replace(LIMITS, max_connections=1, header_timeout=0.5)
+    with running(create_app(predictor, limits)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        silent = socket.create_connection(("127.0.0.1", port))
+        t0 = time.perf_counter()
+        assert _answer(silent) == b"" and time.perf_counter() - t0 < 5  # closed by the server
+        silent.close()
+        with httpx.Client(base_url=url, timeout=10) as kept:  # answered, then kept alive
+            assert kept.get("/health").status_code == 200
+            extra = socket.create_connection(("127.0.0.1", port))
+            answer = _answer(extra)
+            assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in answer
+            extra.close()
+        for _ in range(50):  # room again once the server has seen the kept one close
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/health", timeout=10).status_code == 200:
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no room after the only connection closed")

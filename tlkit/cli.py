@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from tlkit import TlkitError, quiet
@@ -89,7 +90,7 @@ def _serve(a: argparse.Namespace) -> None:
     from tlkit.serve import check_threshold
 
     check_threshold(a.threshold)
-    limits = Limits(max_bytes=a.max_bytes, max_pixels=a.max_pixels, max_files=a.max_files, top_k=a.top_k)
+    limits = Limits(**{f.name: getattr(a, f.name) for f in dataclasses.fields(Limits)})
     from tlkit.service import serve  # names the serve extra when it is missing
 
     serve(a.model, host=a.host, port=a.port, threshold=a.threshold, limits=limits)
@@ -200,10 +201,9 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from a phone on the LAN")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--threshold", type=float, default=0.5, help="below this: 'unknown'")
-    sv.add_argument("--max-bytes", type=int, default=Limits.max_bytes, help="largest upload, per file")
-    sv.add_argument("--max-pixels", type=int, default=Limits.max_pixels, help="largest image")
-    sv.add_argument("--max-files", type=int, default=Limits.max_files, help="most images in one batch")
-    sv.add_argument("--top-k", type=int, default=Limits.top_k, help="guesses in each answer")
+    for f in dataclasses.fields(Limits):
+        sv.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                        help=f.metadata["help"])
     sv.set_defaults(func=_serve)
 
     ex = sub.add_parser("export", help="export a trained model (keras, savedmodel, onnx, tflite)")

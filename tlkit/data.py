@@ -189,6 +189,33 @@ def _resize(im, size: int):
     return im.resize((size, size), Image.BILINEAR)
 
 
+#: Modes with more than 8 bits a channel, and the factor that scales each to 0..255: integers
+#: hold 16-bit values (16-bit PNG and TIFF), floats hold 0..1.
+HIGH_DEPTH = {"I": 1 / 257, "I;16": 1 / 257, "I;16L": 1 / 257, "I;16B": 1 / 257, "I;16N": 1 / 257,
+              "F": 255.0}
+
+
+def to_rgb8(im, size: tuple[int, int] | None = None):
+    """``im`` as 8-bit RGB, resized to ``size`` (width, height) with bilinear filtering when given.
+
+    High-depth images (:data:`HIGH_DEPTH`) are scaled to 8 bits, not clipped as Pillow's
+    ``convert`` clips them (a 16-bit photo would turn near white). RGB, greyscale and
+    high-depth images are resized before anything else, so no full-size copy is made.
+    """
+    from PIL import Image
+
+    scale = HIGH_DEPTH.get(im.mode)
+    if scale is None and im.mode not in ("RGB", "L"):
+        im = im.convert("RGB")  # palette, alpha (dropped), CMYK: a copy at full size
+    elif scale is not None and im.mode not in ("I", "I;16", "F"):
+        im = im.convert("I")  # other byte orders: Pillow resizes these wrongly
+    if size and size != im.size:
+        im = im.resize(size, Image.BILINEAR)
+    if scale is not None:
+        im = Image.fromarray(np.clip(np.rint(np.asarray(im, np.float64) * scale), 0, 255).astype(np.uint8))
+    return im.convert("RGB")
+
+
 def _decode(data: bytes, image_size: int | None = None, fallback_size: int | None = None
             ) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode one image straight to its working size; returns (uint8 array, native (h, w)).
@@ -206,9 +233,9 @@ def _decode(data: bytes, image_size: int | None = None, fallback_size: int | Non
                                 else None)
         if target and (w, h) != (target, target):
             im.draft("RGB", (target, target))
-            rgb = _resize(im.convert("RGB"), target)
+            rgb = to_rgb8(im, (target, target))
         else:
-            rgb = im.convert("RGB")
+            rgb = to_rgb8(im)
         return np.asarray(rgb, dtype=np.uint8), (h, w)
 
 

@@ -135,6 +135,12 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
     out = Path(out) if out is not None else model_path.parent
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file; pass a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"--out {out} cannot be created ({e.strerror or e}); pass another folder") from e
+    if not os.access(out, os.W_OK):
+        raise ExportError(f"--out {out} is not writable; pass another folder")
     stem = model_path.name.removesuffix(".keras")
     target = out / f"{stem}{SUFFIXES[fmt]}"
     if target.resolve() == model_path.resolve():

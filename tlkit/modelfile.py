@@ -15,6 +15,8 @@ from tlkit import TlkitError
 from tlkit.system import atomic_path
 
 META_NAME = "tlkit.json"
+#: The largest ``tlkit.json`` read: 10,000 class names of 100 characters fit.
+MAX_META_BYTES = 2 * 2**20
 
 
 class ModelFileError(TlkitError):
@@ -35,7 +37,8 @@ def save_model(model, path: str | Path, class_names: Sequence[str], **meta) -> P
 
 
 def read_meta(path: str | Path) -> dict:
-    """The ``tlkit.json`` of a model file: ``class_names`` and provenance."""
+    """The ``tlkit.json`` of a model file: ``class_names`` and provenance (at most
+    :data:`MAX_META_BYTES` of it is read)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"no model file at {path}: pass a _model.keras written by 'tlkit train'")
@@ -47,8 +50,14 @@ def read_meta(path: str | Path) -> dict:
             raise ModelFileError(f"{path} carries no class names ({META_NAME}): it was not saved by "
                                  "tlkit; pass class_names=[...] or re-save it with "
                                  "tlkit.modelfile.save_model")
+        with zf.open(META_NAME) as f:
+            data = f.read(MAX_META_BYTES + 1)  # never more, whatever the archive declares
+        if len(data) > MAX_META_BYTES:
+            raise ModelFileError(f"{path}: {META_NAME} is over the limit of {MAX_META_BYTES:,} bytes "
+                                 "(class names and provenance take a few KB): not a model file "
+                                 "written by tlkit")
         try:
-            meta = json.loads(zf.read(META_NAME))
+            meta = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ModelFileError(f"{path}: {META_NAME} is damaged ({e})") from e
     names = meta.get("class_names")

@@ -4,13 +4,16 @@ The model file carries its class names (:mod:`tlkit.modelfile`), so nothing besi
 trusted. Images are checked before they are decoded: a file that is not an image, is
 truncated, or declares more pixels than ``max_pixels`` (a decompression bomb: huge
 dimensions in a small file) is an :class:`ImageError` naming the file, never a traceback.
+An image is decoded at the working size where the format allows it (JPEG) and its decoding
+memory is known before it starts (:data:`DECODE_BYTES_PER_PIXEL`), so it can be refused
+above a budget (``max_decode_bytes``).
 """
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
@@ -18,8 +21,15 @@ from tlkit import TlkitError
 
 #: A 48 MP phone photo fits; a decompression bomb (e.g. 20000 x 20000 zeros) does not.
 DEFAULT_MAX_PIXELS = 50_000_000
+#: The EXIF tag of the camera's orientation.
+ORIENTATION = 0x0112
 #: Formats the web service accepts (Pillow's names).
 WEB_FORMATS = ("JPEG", "PNG", "WEBP")
+#: Peak memory of :func:`decode_image` per pixel it decodes, by format (Pillow 13, checked by
+#: tests/test_serve.py): the decoded image and one full-size RGB copy (RGBA, palette, CMYK:
+#: 4 + 4 bytes; RGB and greyscale are resized first); Pillow's WebP decoder holds 4 copies.
+#: Other formats count as the most expensive.
+DECODE_BYTES_PER_PIXEL = {"JPEG": 9, "PNG": 9, "WEBP": 17}
 #: How to install what ``tlkit serve`` and ONNX export need.
 SERVE_EXTRA = "pip install 'tlkit[serve]'"
 
@@ -39,16 +49,27 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def decode_image(source: bytes | str | Path, size: tuple[int, int], *, name: str | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS,
+def _decode_bytes(fmt: str | None, width: int, height: int) -> int:
+    """Peak memory of decoding ``width`` x ``height`` pixels of format ``fmt``."""
+    per_pixel = DECODE_BYTES_PER_PIXEL.get(fmt or "", max(DECODE_BYTES_PER_PIXEL.values()))
+    return per_pixel * width * height
+
+
+def decode_image(source: bytes | str | Path | BinaryIO, size: tuple[int, int], *, name: str | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int | None = None,
                  formats: Sequence[str] | None = None) -> np.ndarray:
-    """Decode an image (bytes or a path) to a uint8 ``(height, width, 3)`` array of ``size``.
+    """Decode an image (bytes, a path or a binary file) to a uint8 ``(height, width, 3)`` array of ``size``.
 
     The header is read first: more than ``max_pixels`` pixels (status 413) or a format not
     in ``formats`` (415) is refused before any pixel is decoded. JPEGs are decoded straight
-    at a reduced scale (``draft``), and the camera's EXIF orientation is applied.
+    at a reduced scale (``draft``); PNG and WebP at full size. An image whose decoding would
+    take more than ``max_decode_bytes`` of memory (:data:`DECODE_BYTES_PER_PIXEL`) is refused
+    too (413). The decoded image is resized first, then turned by the camera's EXIF
+    orientation; high-depth images are scaled to 8 bits (:func:`tlkit.data.to_rgb8`).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from tlkit.data import to_rgb8
 
     name = name or (str(source) if isinstance(source, (str, Path)) else "upload")
     h, w = size
@@ -61,8 +82,14 @@ def decode_image(source: bytes | str | Path, size: tuple[int, int], *, name: str
             if formats is not None and im.format not in formats:
                 raise ImageError(f"image {name} is {im.format}; send {', '.join(formats)}", 415)
             im.draft("RGB", (max(w, h), max(w, h)))
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
-            return np.asarray(rgb.resize((w, h), Image.BILINEAR), dtype=np.uint8)
+            need = _decode_bytes(im.format, *im.size)  # after draft: the pixels decoded
+            if max_decode_bytes is not None and need > max_decode_bytes:
+                raise ImageError(f"image {name} is a {iw}x{ih} {im.format}: decoding it takes about "
+                                 f"{need / 2**20:,.0f} MB, over the limit of {max_decode_bytes / 2**20:,.0f} "
+                                 "MB; send a smaller image (a JPEG is decoded at a reduced scale)", 413)
+            turned = im.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # rotated by 90 degrees
+            small = to_rgb8(im, (h, w) if turned else (w, h))
+            return np.asarray(ImageOps.exif_transpose(small), dtype=np.uint8)
     except Image.DecompressionBombError as e:
         raise ImageError(f"image {name} is too large to decode safely ({e})", 413) from e
     except UnidentifiedImageError as e:
@@ -72,19 +99,37 @@ def decode_image(source: bytes | str | Path, size: tuple[int, int], *, name: str
         raise ImageError(f"cannot read image {name}: {e} (truncated or damaged?)") from e
 
 
+def _limit(default: int | float, help: str):
+    """A :class:`Limits` field: ``help`` is its ``tlkit serve`` option's help."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What one upload to the service may be; the defaults are ``tlkit serve``'s."""
+    """What the service accepts: one upload, uploads at once, connections. Each field is a
+    ``tlkit serve`` option (``max_bytes``: ``--max-bytes``) with its default; together they
+    bound the server's memory (:func:`tlkit.service.memory_bound`)."""
 
-    max_bytes: int = 10 * 2**20      # one file
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_files: int = 16              # one batch
-    top_k: int = 3                   # guesses in each answer
+    max_bytes: int = _limit(10 * 2**20, "largest upload, per file")
+    max_pixels: int = _limit(DEFAULT_MAX_PIXELS, "largest image (decompression bombs)")
+    max_files: int = _limit(16, "most images in one batch")
+    top_k: int = _limit(3, "guesses in each answer")
+    max_decode_bytes: int = _limit(256 * 2**20, "memory to decode one image: a larger PNG "
+                                   "(29 MP at the default) or WebP (15 MP) is refused")
+    max_concurrent: int = _limit(4, "uploads received and decoded at once; more are answered 503")
+    max_connections: int = _limit(128, "open connections; a new one closes the oldest still "
+                                       "sending its first request's headers")
+    header_timeout: float = _limit(10.0, "seconds for a new connection's request headers")
+    keep_alive: float = _limit(5.0, "seconds an idle connection stays open after an answer")
+    body_timeout: float = _limit(60.0, "seconds for an upload's body")
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pixels", "max_files", "top_k"):
-            if getattr(self, name) < 1:
-                raise TlkitError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        for name, value in vars(self).items():
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, float) and not value > 0:
+                raise TlkitError(f"{flag} must be more than 0 seconds, not {value}")
+            if isinstance(value, int) and value < 1:
+                raise TlkitError(f"{flag} must be at least 1, not {value}")
 
 
 @dataclass
@@ -151,11 +196,13 @@ class Predictor:
                                   for i in order]})
         return out
 
-    def read(self, source: bytes | str | Path, *, name: str | None = None,
-             max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequence[str] | None = None) -> np.ndarray:
+    def read(self, source: bytes | str | Path | BinaryIO, *, name: str | None = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int | None = None,
+             formats: Sequence[str] | None = None) -> np.ndarray:
         """One image file or upload, decoded at the model's input size."""
         h, w, _ = self.input_shape
-        return decode_image(source, (h, w), name=name, max_pixels=max_pixels, formats=formats)
+        return decode_image(source, (h, w), name=name, max_pixels=max_pixels,
+                            max_decode_bytes=max_decode_bytes, formats=formats)
 
     def predict_files(self, paths: Sequence[str | Path],
                       max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, float]]:
