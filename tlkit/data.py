@@ -309,8 +309,9 @@ def read_image_tree(entries: Iterable[Entry], source: str, image_size: int | Non
     Memory is bounded by design, whatever the archive holds: N readable images take
     N x S x S x 3 bytes at working size S (their own size, at most MAX_IMAGE_PIXELS, when
     neither size is given), plus one image in flight: at most MAX_IMAGE_BYTES encoded and
-    under 12 x MAX_IMAGE_PIXELS bytes decoding it (about 0.7 GB at the defaults). Files,
-    members or images over a limit are skipped and listed in ``corrupt`` with the reason.
+    under 12 x MAX_IMAGE_PIXELS bytes decoding it (about 0.7 GB at the defaults), plus a
+    compressed tar stream's buffers (tens of MB). Files, members or images over a limit are
+    skipped and listed in ``corrupt`` with the reason.
     Returns ``{"splits": {split: (x, y)}, "class_names": [...], "corrupt": [...],
     "sizes": {"native", "largest", "resized"}}``.
     """
