@@ -126,6 +126,22 @@ def test_two_classes_end_to_end(capsys, tmp_path):
     assert read_meta(run / f"{prefix}_model.keras")["class_names"] == ["cat", "dog"]
 
 
+def test_one_or_two_images_a_class_are_one_line_before_training(capsys, tmp_path, monkeypatch):
+    """Too few images to give each class a training, validation and test image: refused
+    with the class and its count (it used to train, then fail inside Keras)."""
+    monkeypatch.setattr(pipeline, "fit_dataset", _must_not_run("training"))
+    for n in (1, 2):
+        data = write_folder(tmp_path / f"pets{n}", image_files({"cat": n, "dog": n}, size=32))
+        code = main(["train", "--dataset", str(data), "--base", "cnn", "--epochs", "1",
+                     "--img-size", "32", "--verbose", "0", "--out", str(tmp_path / "out")])
+        lines = _error_lines(capsys.readouterr().err)
+        assert code == 2 and len(lines) == 1, lines
+        assert lines[0] == (f"tlkit: error: {data}: class 'cat' has {n} image(s); splitting it "
+                            "into train, test and validation needs at least 3: add images of "
+                            "it or remove its folder")
+        assert not (tmp_path / "out").exists()
+
+
 def test_interrupt_exits_130_and_leaves_nothing(capsys, tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
 import types
 from pathlib import Path
 
@@ -15,6 +21,7 @@ from conftest import ROOT
 from tlkit import TlkitError
 from tlkit.cli import main
 from tlkit.records import read_records
+from tlkit.system import Terminated
 
 COMMON = {"profile", *course.RUN_SETTINGS}  # every notebook has these
 
@@ -297,3 +304,155 @@ def test_record_notebook():
     assert course.record_notebook("runs/x/records/02_frozen_img32.json") == "02"
     assert course.record_notebook("cnn__synthetic__img32_record.json") is None
     assert course.record_notebook("09_other.json") is None
+
+
+# --------------------------------------------------------------------------- one runner a folder
+
+def _write_lock(out: Path, **holder) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / course.LOCK
+    lock.write_text(json.dumps({"host": socket.gethostname(), "started": "2026-01-01T00:00:00",
+                                "since": time.time(), "token": "0" * 16, **holder}))
+    return lock
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_second_runner_on_the_same_out_is_refused(tiny_course, monkeypatch):
+    src, out = _source(tiny_course)
+    entered, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def execute_notebook(input_path, output_path, parameters, **_):
+        calls.append(Path(input_path).name[:2])
+        if threading.current_thread() is not threading.main_thread():
+            entered.set()
+            release.wait(30)
+
+    monkeypatch.setitem(sys.modules, "papermill", types.SimpleNamespace(execute_notebook=execute_notebook))
+    first = threading.Thread(target=course.run_course, args=("smoke",),
+                             kwargs=dict(out=out, notebooks=src, log=lambda *a, **k: None))
+    first.start()
+    try:
+        assert entered.wait(30)
+        holder = json.loads((out / course.LOCK).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        with pytest.raises(TlkitError, match=f"{out} is in use by another course run \\(pid "
+                           f"{os.getpid()} on .*, started .*\\): wait for it to finish"):
+            course.run_course("smoke", out=out, notebooks=src, log=lambda *a, **k: None)
+    finally:
+        release.set()
+        first.join(30)
+    assert calls == ["01", "02", "03"]  # the second runner ran nothing
+    assert not (out / course.LOCK).exists()  # released by the first
+
+
+def test_a_lock_of_another_machine_or_unreadable_is_refused(tiny_course, monkeypatch):
+    src, out = _source(tiny_course)
+    _fake_papermill(monkeypatch, {}, [])
+    lock = _write_lock(out, pid=os.getpid(), host="elsewhere")
+    with pytest.raises(TlkitError, match=f"in use by a course run on another machine \\(pid "
+                       f"{os.getpid()} on elsewhere, .*delete {lock} if that run is over"):
+        course.run_course("smoke", out=out, notebooks=src)
+    lock.write_text("{half")
+    with pytest.raises(TlkitError, match=f"{lock} is not a course lock"):
+        course.run_course("smoke", out=out, notebooks=src)
+    assert lock.read_text() == "{half"
+
+
+def test_a_killed_runner_leaves_no_record_in_records(tiny_course, monkeypatch):
+    """kill -9 during notebook 02: the next run reports the stale lock, marks 02 interrupted
+    and moves its partial record to failed/; --resume then reruns 02 and 03."""
+    src, out = _source(tiny_course)
+    script = f"""
+import sys, time, types
+from pathlib import Path
+import tlkit.course as course
+course.NOTEBOOKS, course.DEPENDS = {TINY!r}, {TINY_DEPENDS!r}
+course.environment = lambda: {{"hardware": {{"cpu": "test", "gpus": []}}, "backend": "test"}}
+
+def execute_notebook(input_path, output_path, parameters, **_):
+    nb = Path(input_path).name[:2]
+    (Path(parameters["out_dir"]) / "records" / (nb + "_run.json")).write_text("{{}}")
+    if nb == "02":
+        time.sleep(300)
+
+sys.modules["papermill"] = types.SimpleNamespace(execute_notebook=execute_notebook)
+course.run_course("smoke", out=sys.argv[1], notebooks=sys.argv[2])
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out), str(src)])
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "records" / "02_run.json").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, "the runner stopped early"
+            time.sleep(0.1)
+    finally:
+        proc.kill()  # SIGKILL: no cleanup of any kind
+        proc.wait()
+    assert _statuses(course.load_summary(out)) == {"01": "ok", "02": "running"}
+    assert (out / course.LOCK).exists() and _names(out / "records") == ["01_run.json", "02_run.json"]
+
+    calls: list[str] = []
+    lines: list[str] = []
+    _fake_papermill(monkeypatch, {}, calls)
+    s = course.run_course("smoke", only=["01"], out=out, notebooks=src,
+                          log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert any(f"note: {out / course.LOCK} was left by a course run that is gone (pid {proc.pid} on "
+               in line and "taking over" in line for line in lines)
+    assert any("02_second was left running by a course run that is gone: marked interrupted, its "
+               "records moved to failed/02_second" in line for line in lines)
+    assert _statuses(s) == {"01": "ok", "02": "interrupted"} and s["failed"] == ["02"]
+    assert s["notebooks"][1]["records"] == "failed/02_second"
+    assert _names(out / "records") == ["01_run.json"]
+    assert _names(out / "failed" / "02_second") == ["02_run.json"]
+    assert "| 02_second | interrupted |" in (out / "summary.md").read_text()
+
+    assert main(["course", "run", "--out", str(out), "--notebooks", str(src), "--resume"]) == 0
+    assert calls == ["01", "02", "03"]
+    assert _names(out / "records") == ["01_run.json", "02_run.json", "03_run.json"]
+    assert not (out / course.LOCK).exists()
+
+
+def test_a_stale_lock_whose_pid_is_reused_is_taken_over(tiny_course, monkeypatch):
+    """A lock naming a pid that runs again, but a process started after the lock was taken
+    (after a reboot, say), is stale too."""
+    src, out = _source(tiny_course)
+    _fake_papermill(monkeypatch, {}, [])
+    for holder in ({"pid": _dead_pid()}, {"pid": os.getpid(), "since": time.time() - 10**6}):
+        _write_lock(out, **holder)
+        lines: list[str] = []
+        course.run_course("smoke", out=out, notebooks=src, log=lambda *a, **k: lines.append(a[0]))
+        assert any("was left by a course run that is gone" in line for line in lines)
+        assert not (out / course.LOCK).exists()
+
+
+def test_sigterm_stops_the_runner_like_ctrl_c(tiny_course, monkeypatch):
+    src, out = _source(tiny_course)
+
+    def execute_notebook(input_path, output_path, parameters, **_):
+        if Path(input_path).name.startswith("02"):
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                raise RuntimeError("SIGTERM would kill the runner outright")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+
+    monkeypatch.setitem(sys.modules, "papermill", types.SimpleNamespace(execute_notebook=execute_notebook))
+    with pytest.raises(Terminated):
+        course.run_course("smoke", out=out, notebooks=src, log=lambda *a, **k: None)
+    assert _statuses(course.load_summary(out)) == {"01": "ok", "02": "interrupted"}
+    assert not (out / course.LOCK).exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_an_unwritable_out_is_one_line(tiny_course, monkeypatch, capsys):
+    src, out = _source(tiny_course)
+    _fake_papermill(monkeypatch, {}, [])
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("a file")
+    assert main(["course", "run", "--out", str(out), "--notebooks", str(src)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tlkit: error: --out {out} is not a writable folder") and "\n" not in err

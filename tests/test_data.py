@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import importlib
+import io
+import json
+import os
 import shutil
 import socket
 import subprocess
@@ -460,9 +463,18 @@ def hwm():
     return int(line[0].split()[1]) / 1024
 
 before = hwm()
-ds = data.load_dataset(sys.argv[1], fallback_size=32)
-print(hwm() - before, *ds.image_shape)
+ds = data.load_dataset(sys.argv[1], fallback_size=32, val_fraction=0)
+print(json.dumps({"grew_mb": hwm() - before, "shape": ds.image_shape, "corrupt": ds.corrupt}))
 """
+
+
+def _peak(name: str, data_dir: Path | None = None) -> dict:
+    """Load ``name`` in a fresh process: how much the load grew its peak memory, and more."""
+    env = {**os.environ, "TLKIT_DATA_DIR": str(data_dir)} if data_dir else None
+    proc = subprocess.run([sys.executable, "-c", "import json\n" + PEAK, name],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
@@ -476,12 +488,78 @@ def test_large_photos_never_exist_at_full_size_in_memory(tmp_path):
         (tmp_path / "photos" / cls).mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (6000, 4000), colour).save(tmp_path / "photos" / cls / f"{i}.jpg",
                                                     quality=90)
-    proc = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path / "photos")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    grew_mb, h, w, c = map(float, proc.stdout.split())
-    assert (h, w, c) == (32, 32, 3)
-    assert grew_mb < 40, f"loading grew the peak memory by {grew_mb:.0f} MB"
+    peak = _peak(str(tmp_path / "photos"))
+    assert peak["shape"] == [32, 32, 3]
+    assert peak["grew_mb"] < 40, f"loading grew the peak memory by {peak['grew_mb']:.0f} MB"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_zip_bomb_member_is_skipped_unread(tmp_path):
+    """A 200 KB 'cifar10' zip whose 'image' inflates to 200 MB: the load's peak memory
+    grows by far less than the member (it is never read), and the member is listed."""
+    import zipfile
+
+    bomb = tmp_path / "data" / "cifar10-bomb.zip"
+    files = image_files({"cat": 3, "dog": 3})
+    write_dataset("zip", bomb.parent, files, name="cifar10-bomb")
+    with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as zf, zf.open("cat/bomb.png", "w") as fh:
+        for _ in range(200):
+            fh.write(bytes(2**20))
+    assert bomb.stat().st_size < 2**20
+    peak = _peak("cifar10", data_dir=bomb.parent)
+    assert peak["grew_mb"] < 40, f"loading grew the peak memory by {peak['grew_mb']:.0f} MB"
+    assert peak["corrupt"] == ["cat/bomb.png (larger than 64 MB)"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_too_large_files_and_images_are_skipped_and_listed(kind, tmp_path, monkeypatch):
+    """Over the byte limit: not read (a tar member is skipped in the stream); over the pixel
+    limit: not decoded. Both are listed with the reason; the other images load."""
+    from PIL import Image
+
+    monkeypatch.setattr(data, "MAX_IMAGE_BYTES", 4096)
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 70 * 70)
+    files = image_files({"cat": 3, "dog": 3})
+    files["dog/big.png"] = png_bytes(np.random.default_rng(1), 64)  # about 12 KB
+    wide = io.BytesIO()
+    Image.new("RGB", (5000, 1)).save(wide, format="PNG")
+    files["cat/wide.png"] = wide.getvalue()  # a few bytes
+    assert len(files["dog/big.png"]) > 4096 > len(files["cat/wide.png"])
+    ds = load_dataset(write_dataset(kind, tmp_path, files), val_fraction=0)
+    assert ds.corrupt == ["cat/wide.png (5000x1 px, more than 4,900)",
+                          "dog/big.png (larger than 0.00390625 MB)"]
+    assert sum(map(sum, ds.counts().values())) == 6 and "2 unreadable image(s)" in ds.describe()
+
+
+def test_reads_stop_at_the_limit_whatever_the_size_claimed(monkeypatch):
+    monkeypatch.setattr(data, "MAX_IMAGE_BYTES", 10)
+    assert data._read_capped(lambda: io.BytesIO(b"x" * 10), 0) == b"x" * 10
+    assert isinstance(data._read_capped(lambda: io.BytesIO(b"x" * 11), 0), data.TooLarge)
+    assert isinstance(data._read_capped(lambda: pytest.fail("opened"), 11), data.TooLarge)
+
+
+# --------------------------------------------------------------------------- small classes
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_classes_too_small_to_split_are_refused(kind, tmp_path):
+    src = write_dataset(kind, tmp_path, image_files({"cat": 5, "dog": 2}))
+    with pytest.raises(DatasetError, match=r"class 'dog' has 2 image\(s\); splitting it into "
+                       r"train, test and validation needs at least 3: add images of it"):
+        load_dataset(src)
+    assert load_dataset(src, val_fraction=0).counts() == {"train": [4, 1], "test": [1, 1]}
+    with pytest.raises(DatasetError, match=r"class 'cat' has 2 image\(s\); .* raise "
+                       r"limit_per_class \(--limit-per-class\) to at least 3"):
+        load_dataset(src, limit_per_class=2)
+
+
+def test_train_folder_too_small_for_a_validation_split(tmp_path):
+    src = write_folder(tmp_path / "ds", image_files({"train/cat": 1, "train/dog": 3,
+                                                      "test/cat": 1, "test/dog": 1}))
+    with pytest.raises(DatasetError, match=r"class 'cat' has 1 image\(s\) in train; splitting "
+                       "it into train and validation needs at least 2"):
+        load_dataset(src)
+    with pytest.raises(DatasetError, match=r"class 'disc' has 1 image\(s\) in train.* at least 2"):
+        load_dataset("synthetic", limit_per_class=1)
 
 
 # --------------------------------------------------------------------------- TFRecords

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import errno
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections import namedtuple
 
 import keras
@@ -123,3 +127,48 @@ def test_image_size_bound_follows_the_model():
                             limit_per_class=None, seed=0, lr=None, dropout=0.2,
                             label_smoothing=0.0, weight_decay=1e-4, class_weight=None,
                             early_stopping=5)
+
+
+def test_temporary_folders_of_dead_runs_are_removed(tmp_path, monkeypatch):
+    """A run killed outright (kill -9, a power cut) leaves its temporary folder; the next
+    run in the same --out removes it, and keeps those of live runs and of other machines."""
+    out = tmp_path / "out"
+    out.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with monkeypatch.context() as m:
+        m.setattr(pipeline.os, "getpid", lambda: gone.pid)
+        dead = pipeline._temp_path(out, PREFIX)
+    live = pipeline._temp_path(out, PREFIX)
+    elsewhere = out / dead.name.replace(f".{pipeline._host()}.", ".another-host.")
+    for p in (dead, live, elsewhere):
+        (p / "logs").mkdir(parents=True)
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: pytest.fail("stop here"))
+    lines = []
+    with pytest.raises(pytest.fail.Exception):
+        train_run("synthetic", "cnn", out=out, **{**SMALL, "log": lines.append})
+    assert sorted(p.name for p in out.iterdir()) == sorted([live.name, elsewhere.name])
+    assert lines == [f"removed 1 temporary folder(s) of runs that died: {dead.name}"]
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    """SIGTERM while training: the temporary run folder is removed, one line, exit 143."""
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "tlkit.cli", "train", "--epochs", "1000",
+                             "--patience", "0", "--img-size", "32", "--verbose", "0",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not _temporaries(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _temporaries(out), "the run never made its temporary folder"
+        time.sleep(1)  # training
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == "tlkit: terminated (SIGTERM)" and "Traceback" not in err
+    assert list(out.iterdir()) == []

@@ -8,6 +8,7 @@ import sys
 from tlkit import TlkitError, quiet
 from tlkit.export import FORMATS
 from tlkit.serve import DEFAULT_MAX_PIXELS, Limits
+from tlkit.system import Terminated
 
 
 def _train(a: argparse.Namespace) -> None:
@@ -222,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     except TlkitError as e:
         print(f"tlkit: error: {e}", file=sys.stderr)
         return 2
+    except Terminated as e:
+        print(f"tlkit: {e}", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
     except KeyboardInterrupt:
         print("tlkit: interrupted", file=sys.stderr)
         return 130

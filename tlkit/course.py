@@ -12,14 +12,19 @@ the notebooks in order.
 Notebook ``NN`` names its records ``records/NN_*.json``. In a course run folder,
 ``records/`` only holds records of notebooks whose latest run finished: the runner moves
 what a failed notebook wrote to ``failed/<notebook>/``, and a notebook's earlier records
-to ``previous/<notebook>/`` when it runs again (or is skipped).
+to ``previous/<notebook>/`` when it runs again (or is skipped). One runner works in a run
+folder at a time (its lock file, ``course.lock``); a notebook whose runner died while it
+ran is marked interrupted by the next runner, and its records moved to ``failed/``.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
+import secrets
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -27,7 +32,7 @@ from types import ModuleType
 
 from tlkit import TlkitError
 from tlkit.records import environment
-from tlkit.system import write_json, write_text
+from tlkit.system import TMP_MARK, process_alive, sigterm_as_interrupt, write_json, write_text
 
 NOTEBOOKS = ["01_cnn_from_scratch", "02_frozen_mobilenetv2", "03_fine_tuning",
              "04_model_comparison", "05_overfitting_gaps",
@@ -35,6 +40,7 @@ NOTEBOOKS = ["01_cnn_from_scratch", "02_frozen_mobilenetv2", "03_fine_tuning",
 DEPENDS = {"01": [], "02": ["01"], "03": ["01", "02"], "04": [], "05": ["01", "02", "03", "04"],
            "06": ["03"]}
 PROFILES = ("smoke", "cpu", "gpu")
+LOCK = "course.lock"  # in a run folder while a runner works in it
 
 # The course settings, one table: the real course, run on a GPU. Each notebook's parameters
 # cell is generated from it (see parameters_cell); notebook 4's models_to_compare is also the
@@ -301,6 +307,94 @@ def _write_summary(summary: dict, out: Path) -> None:
     write_text(summary_markdown(summary), out / "summary.md")
 
 
+def _read_lock(path: Path) -> dict | None:
+    """The runner a lock file names (pid, host, started, since, token), None without one."""
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TlkitError(f"{path} is not a course lock ({e}): delete it if no course run uses "
+                         f"{path.parent}") from e
+    if not (isinstance(holder, dict) and isinstance(holder.get("pid"), int)
+            and isinstance(holder.get("since"), (int, float)) and {"host", "started", "token"} <= set(holder)):
+        raise TlkitError(f"{path} is not a course lock: delete it if no course run uses {path.parent}")
+    return holder
+
+
+def _take_lock(out: Path, log) -> dict:
+    """Make this process the one runner of ``out``; returns its lock (to release it).
+
+    The lock file appears whole (a hard link to a file already written) or not at all, and
+    names its runner: a second runner is refused; the lock of a runner no longer alive on
+    this machine is reported and taken over."""
+    path = out / LOCK
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
+            "since": time.time(), "token": secrets.token_hex(8)}
+    tmp = write_json(mine, out / f".{LOCK}.{mine['token']}{TMP_MARK}")
+    try:
+        while True:
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+                return mine
+            holder = _read_lock(path)
+            if holder is None:  # released in between: try again
+                continue
+            who = f"pid {holder['pid']} on {holder['host']}, started {holder['started']}"
+            if holder["host"] != mine["host"]:
+                raise TlkitError(f"{out} is in use by a course run on another machine ({who}): "
+                                 f"pass another --out, or delete {path} if that run is over")
+            if process_alive(holder["pid"], holder["since"]):
+                raise TlkitError(f"{out} is in use by another course run ({who}): wait for it "
+                                 "to finish, or pass another --out")
+            log(f"note: {path} was left by a course run that is gone ({who}); taking over",
+                flush=True)
+            _remove_stale_lock(path, holder)
+    finally:
+        tmp.unlink()
+
+
+def _remove_stale_lock(path: Path, holder: dict) -> None:
+    """Remove the lock of ``holder``, a dead runner; a runner taking it over at the same
+    moment may already have: then its new lock stays."""
+    aside = path.with_name(f".{LOCK}.stale.{secrets.token_hex(4)}{TMP_MARK}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    if json.loads(aside.read_text(encoding="utf-8")).get("token") != holder["token"]:
+        with contextlib.suppress(FileExistsError):  # a third runner holds it now
+            os.link(aside, path)
+    aside.unlink()
+
+
+def _release_lock(out: Path, mine: dict) -> None:
+    path = out / LOCK
+    with contextlib.suppress(TlkitError):  # a damaged lock is not this runner's
+        if (_read_lock(path) or {}).get("token") == mine["token"]:
+            path.unlink()
+
+
+def _recover(out: Path, summary: dict, log) -> None:
+    """Mark the notebooks that a runner which died left 'running' in ``summary`` as
+    interrupted, and move the records they wrote (``records/NN_*``) to ``failed/``: only
+    records of notebooks that finished stay in ``records/``."""
+    stale = [e for e in summary["notebooks"] if e.get("status") == "running"]
+    for entry in stale:
+        name = entry["notebook"]
+        written = sorted(p for p in (out / "records").glob(f"{notebook_id(name)}_*") if p.is_file())
+        entry.update(status="interrupted", finished=_now(),
+                     reason="its runner stopped while it ran (killed or crashed)")
+        if written:
+            _move(written, out / "records", out / "failed" / name)
+            entry["records"] = str((out / "failed" / name).relative_to(out))
+        log(f"note: {name} was left running by a course run that is gone: marked interrupted"
+            + (f", its records moved to {entry['records']}" if written else ""), flush=True)
+    if stale:
+        _write_summary(summary, out)
+
+
+@sigterm_as_interrupt()
 def run_course(profile: str = "smoke", *, data_dir: str | None = None, weights_dir: str | None = None,
                out: str | Path | None = None, notebooks: str | Path | None = None,
                only: list[str] | None = None, resume: bool = False, log=print) -> dict:
@@ -309,7 +403,9 @@ def run_course(profile: str = "smoke", *, data_dir: str | None = None, weights_d
     Writes the executed notebooks, ``records/``, ``figures/``, ``summary.json`` and
     ``summary.md`` into ``out`` (default ``runs/<profile>``); the summary is rewritten after
     each notebook and keeps the latest status of every notebook, also those that ``only``
-    leaves out. ``resume`` keeps the notebooks already ok in ``out``. Returns the summary.
+    leaves out. ``resume`` keeps the notebooks already ok in ``out``. A second runner on the
+    same ``out`` is refused while this one works; SIGTERM stops it like Ctrl-C. Returns the
+    summary.
     """
     pm = require("papermill")
     if profile not in PROFILES:
@@ -320,8 +416,25 @@ def run_course(profile: str = "smoke", *, data_dir: str | None = None, weights_d
         raise TlkitError(f"unknown notebook(s) {', '.join(unknown)} for --only: choose from {', '.join(ids)}")
     src = source_notebooks(notebooks)
     out = Path(out or Path("runs") / profile).resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = _take_lock(out, log)
+    except OSError as e:
+        raise TlkitError(f"--out {out} is not a writable folder ({e.strerror or e}): pass "
+                         "another --out") from e
+    try:
+        return _run(pm, profile, src, out, data_dir, weights_dir, only, resume, log)
+    finally:
+        _release_lock(out, lock)
+
+
+def _run(pm: ModuleType, profile: str, src: Path, out: Path, data_dir: str | None,
+         weights_dir: str | None, only: list[str] | None, resume: bool, log) -> dict:
+    """The body of :func:`run_course`, run while it holds ``out``'s lock."""
     records_dir, _ = output_dirs(out)
     previous = load_summary(out)
+    if previous:
+        _recover(out, previous, log)
     if previous and previous.get("profile") != profile and (only or resume):
         raise TlkitError(f"{out} holds a '{previous.get('profile')}' profile run: pass --profile "
                          f"{previous.get('profile')}, or another --out for the '{profile}' profile")
@@ -361,14 +474,14 @@ def run_course(profile: str = "smoke", *, data_dir: str | None = None, weights_d
         _write_summary(_summary(profile, out, latest, params, env), out)
         before = _files(records_dir)
         start = time.perf_counter()
-        interrupted = False
+        interrupted: KeyboardInterrupt | None = None
         try:
             pm.execute_notebook(str(src / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
                                 parameters=params, kernel_name="python3", cwd=str(out),
                                 progress_bar=sys.stdout.isatty(), log_output=False)
             r = {"notebook": name, "status": "ok"}
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (system.Terminated)
+            interrupted = e
             r = {"notebook": name, "status": "interrupted"}
         except Exception as e:  # papermill raises its own and nbclient errors; each is reported
             r = {"notebook": name, "status": "failed", **_failure(e)}
@@ -392,7 +505,7 @@ def run_course(profile: str = "smoke", *, data_dir: str | None = None, weights_d
             r["status"], f"FAILED in cell {r.get('cell')}: {r.get('error')}")
         log(f"{prefix}: {detail} ({r['seconds']:.0f} s)", flush=True)
         if interrupted:
-            raise KeyboardInterrupt
+            raise interrupted
     summary = _summary(profile, out, latest, params, env)
     _write_summary(summary, out)
     n = len(summary["notebooks"])

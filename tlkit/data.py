@@ -30,6 +30,8 @@ BUILTIN = ("synthetic", "cifar10", "cifar100", "flowers")
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 CACHE_VERSION = 3
 CACHE_KINDS = ("datasets", "features")  # the folders under cache_dir()
+MAX_IMAGE_BYTES = 64 * 2**20  # a larger file or archive member is skipped, never read whole
+MAX_IMAGE_PIXELS = 50_000_000  # an image that would decode to more pixels is skipped
 
 
 class DatasetError(TlkitError):
@@ -150,8 +152,27 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not Path(name).name.startswith(".")
 
 
-def _iter_folder(root: Path) -> Iterator[tuple[str, bytes | None]]:
-    """Yield (relative path, bytes) for files, (relative dir + '/', None) for folders."""
+class TooLarge(Exception):
+    """An image skipped for its size; an entry of :func:`read_image_tree` in place of its
+    bytes, and listed with the unreadable images."""
+
+
+def _read_capped(open_file, size: int) -> bytes | TooLarge:
+    """The bytes of one file or member of declared ``size``: one larger than
+    :data:`MAX_IMAGE_BYTES` is not opened, and the read stops past the cap whatever the size
+    claimed, so no file is ever held beyond it."""
+    too_large = TooLarge(f"larger than {MAX_IMAGE_BYTES / 2**20:g} MB")
+    if size > MAX_IMAGE_BYTES:
+        return too_large
+    with open_file() as fh:
+        data = fh.read(MAX_IMAGE_BYTES + 1)
+    return too_large if len(data) > MAX_IMAGE_BYTES else data
+
+
+Entry = tuple[str, bytes | TooLarge | None]  # (path, its bytes); a folder: (path + "/", None)
+
+
+def _iter_folder(root: Path) -> Iterator[Entry]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel = Path(dirpath).relative_to(root)
@@ -159,28 +180,29 @@ def _iter_folder(root: Path) -> Iterator[tuple[str, bytes | None]]:
             yield rel.as_posix() + "/", None
         for f in sorted(filenames):
             if _is_image(f):
-                yield (rel / f).as_posix(), (Path(dirpath) / f).read_bytes()
+                p = Path(dirpath) / f
+                yield (rel / f).as_posix(), _read_capped(lambda: open(p, "rb"), p.stat().st_size)
 
 
-def _iter_tar(path: Path) -> Iterator[tuple[str, bytes | None]]:
+def _iter_tar(path: Path) -> Iterator[Entry]:
     # Stream the archive: random access into a .tar.gz re-decompresses from the start.
+    # A member that is not read is skipped in blocks, never held.
     with tarfile.open(path, "r|*") as tar:
         for member in tar:
             name = member.name.lstrip("./")
             if member.isdir():
                 yield name.rstrip("/") + "/", None
             elif member.isfile() and _is_image(name):
-                fh = tar.extractfile(member)
-                yield name, fh.read() if fh else b""
+                yield name, _read_capped(lambda: tar.extractfile(member), member.size)
 
 
-def _iter_zip(path: Path) -> Iterator[tuple[str, bytes | None]]:
+def _iter_zip(path: Path) -> Iterator[Entry]:
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if info.is_dir():
                 yield info.filename, None
             elif _is_image(info.filename):
-                yield info.filename, zf.read(info)
+                yield info.filename, _read_capped(lambda: zf.open(info), info.file_size)
 
 
 def _resize(im, size: int):
@@ -223,7 +245,8 @@ def _decode(data: bytes, image_size: int | None = None, fallback_size: int | Non
     ``image_size`` S gives S x S; ``fallback_size`` F gives F x F for an image larger than F
     either way and leaves smaller ones as they are (:class:`_Decoder` resizes mixed sizes).
     A JPEG is decoded at a reduced scale (``draft``) that still covers the target, so a
-    phone photo never exists at full resolution in memory.
+    phone photo never exists at full resolution in memory. An image that would still decode
+    to more than :data:`MAX_IMAGE_PIXELS` raises :class:`TooLarge` before it is decoded.
     """
     from PIL import Image
 
@@ -231,19 +254,21 @@ def _decode(data: bytes, image_size: int | None = None, fallback_size: int | Non
         w, h = im.size
         target = image_size or (fallback_size if fallback_size and max(w, h) > fallback_size
                                 else None)
-        if target and (w, h) != (target, target):
+        resize = bool(target) and (w, h) != (target, target)
+        if resize:
             im.draft("RGB", (target, target))
-            rgb = to_rgb8(im, (target, target))
-        else:
-            rgb = to_rgb8(im)
+        if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
+            raise TooLarge(f"{w}x{h} px, more than {MAX_IMAGE_PIXELS:,}")
+        rgb = to_rgb8(im, (target, target)) if resize else to_rgb8(im)
         return np.asarray(rgb, dtype=np.uint8), (h, w)
 
 
 class _Decoder:
     """Decodes images one at a time as they stream past, each once and at its working size.
 
-    Peak memory is the decoded arrays at working size plus one image being decoded: the
-    encoded bytes are dropped as soon as an image is decoded.
+    Peak memory is the decoded arrays at working size plus one image in flight: its encoded
+    bytes (at most :data:`MAX_IMAGE_BYTES`, dropped once decoded) and its decoding (under 12
+    bytes a decoded pixel, at most :data:`MAX_IMAGE_PIXELS` pixels).
     """
 
     def __init__(self, source: str, image_size: int | None, fallback_size: int | None):
@@ -253,10 +278,15 @@ class _Decoder:
         self.corrupt: list[str] = []
         self.resized = False
 
-    def add(self, name: str, data: bytes) -> None:
-        """Decode one image; an unreadable one is listed in ``corrupt``."""
+    def add(self, name: str, data: bytes | TooLarge) -> None:
+        """Decode one image; an unreadable or too large one is listed in ``corrupt``."""
         try:
+            if isinstance(data, TooLarge):
+                raise data
             img, native = _decode(data, self.image_size, self.fallback_size)
+        except TooLarge as e:
+            self.corrupt.append(f"{name} ({e})")
+            return
         except Exception:  # PIL raises many types for bad files; each one is listed
             self.corrupt.append(name)
             return
@@ -294,8 +324,8 @@ class _Decoder:
         return out
 
 
-def read_image_tree(entries: Iterable[tuple[str, bytes | None]], source: str,
-                    image_size: int | None = None, fallback_size: int | None = None) -> dict:
+def read_image_tree(entries: Iterable[Entry], source: str, image_size: int | None = None,
+                    fallback_size: int | None = None) -> dict:
     """Turn (path, bytes) entries of an image-folder layout into arrays per split.
 
     Layouts: ``<class>/<img>`` or ``<split>/<class>/<img>`` below any common top folders.
@@ -303,6 +333,12 @@ def read_image_tree(entries: Iterable[tuple[str, bytes | None]], source: str,
     ``image_size`` S resizes every image to S x S; ``fallback_size`` F resizes to F x F the
     images larger than F and, when sizes are mixed, all of them; uniform images no larger
     than F keep their size (a model resizes them itself).
+    Memory is bounded by design, whatever the archive holds: N readable images take
+    N x S x S x 3 bytes at working size S (their own size, at most MAX_IMAGE_PIXELS, when
+    neither size is given), plus one image in flight: at most MAX_IMAGE_BYTES encoded and
+    under 12 x MAX_IMAGE_PIXELS bytes decoding it (about 0.7 GB at the defaults), plus a
+    compressed tar stream's buffers (tens of MB). Files, members or images over a limit are
+    skipped and listed in ``corrupt`` with the reason.
     Returns ``{"splits": {split: (x, y)}, "class_names": [...], "corrupt": [...],
     "sizes": {"native", "largest", "resized"}}``.
     """
@@ -737,13 +773,32 @@ def _check_args(*, image_size, fallback_size, limit_per_class, val_fraction, tes
         raise DatasetError(f"test_fraction must be in (0, 1), not {test_fraction!r}")
 
 
+def _require_per_class(y: np.ndarray, class_names: list[str], cuts: list[str], where: str,
+                       source: str, limit: int | None) -> None:
+    """Refuse, in one line naming the class, a class of ``y`` too small to give at least one
+    image to train and to each split cut from it (``cuts``)."""
+    need = 1 + len(cuts)
+    counts = np.bincount(y, minlength=len(class_names))
+    short = next((c for c in range(len(class_names)) if counts[c] < need), None)
+    if short is None:
+        return
+    fix = (f"raise limit_per_class (--limit-per-class) to at least {need}"
+           if limit is not None and limit < need else "add images of it or remove its folder")
+    splits = ", ".join(["train"] + cuts[:-1]) + f" and {cuts[-1]}"
+    raise DatasetError(f"{source}: class '{class_names[short]}' has {counts[short]} image(s){where}; "
+                       f"splitting it into {splits} needs at least {need}: {fix}")
+
+
 def _assemble(raw: dict, name: str, source: str, limit: int | None, val_fraction: float,
               test_fraction: float, seed: int) -> Dataset:
     splits = dict(raw["splits"])
+    class_names = list(raw["class_names"])
+    cut_val = "val" not in splits and val_fraction > 0
     if "all" in splits:
         x, y = splits.pop("all")
         idx = limit_per_class(y, limit, seed)
         x, y = x[idx], y[idx]
+        _require_per_class(y, class_names, ["test"] + ["validation"] * cut_val, "", source, limit)
         keep, test = stratified_split(y, test_fraction, seed)
         splits["train"], splits["test"] = (x[keep], y[keep]), (x[test], y[test])
     else:
@@ -757,13 +812,15 @@ def _assemble(raw: dict, name: str, source: str, limit: int | None, val_fraction
     xtr, ytr = splits["train"]
     if "val" in splits:
         xv, yv = splits["val"]
-    elif val_fraction > 0:
+    elif cut_val:
+        if "all" not in raw["splits"]:
+            _require_per_class(ytr, class_names, ["validation"], " in train", source, limit)
         keep, val = stratified_split(ytr, val_fraction, seed + 1)
         xv, yv, xtr, ytr = xtr[val], ytr[val], xtr[keep], ytr[keep]
     else:
         xv = yv = None
     xte, yte = splits["test"]
-    return Dataset(name=name, source=source, class_names=list(raw["class_names"]), x_train=xtr,
+    return Dataset(name=name, source=source, class_names=class_names, x_train=xtr,
                    y_train=ytr, x_val=xv, y_val=yv, x_test=xte, y_test=yte,
                    corrupt=list(raw["corrupt"]))
 

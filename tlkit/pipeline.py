@@ -4,7 +4,8 @@ Everything that can be checked is checked before the first epoch: the arguments,
 output folder (created and probe-written), the data, the run folder's name and the free
 disk space (with ``finetune``, before phase 2: the model is built around the head trained in
 phase 1). A run's files are built in a temporary folder beside their destination and
-renamed into place as one folder, so a reader never sees a mixed set.
+renamed into place as one folder, so a reader never sees a mixed set. SIGTERM cleans up like
+Ctrl-C, and a run removes the temporary folders that runs killed outright left behind.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -25,7 +27,7 @@ from tlkit.finetune import fine_tune
 from tlkit.modelfile import save_model
 from tlkit.models import ModelError, ModelSpec, build_classifier, get_spec, param_report, resolve_weights
 from tlkit.records import make_record, run_prefix, write_record
-from tlkit.system import TMP_MARK
+from tlkit.system import TMP_MARK, process_alive, sigterm_as_interrupt
 from tlkit.train import configure_precision, device_scope, fit_dataset, set_seed
 from tlkit import plots
 
@@ -93,6 +95,34 @@ def _weights_tag(source: str) -> str:
     return "file-" + _slug(Path(source.split(":", 1)[1]).name.split(".")[0], 20)
 
 
+def _host() -> str:
+    return _slug(socket.gethostname().split(".")[0], 24)
+
+
+def _temp_path(folder: Path, stem: str) -> Path:
+    """A temporary name in ``folder`` that tells the machine and process writing it."""
+    return folder / f".{stem}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}{TMP_MARK}"
+
+
+def _remove_dead_temps(out: Path, log) -> None:
+    """Remove what runs on this machine whose process is gone (killed, or the machine
+    restarted) left in ``out`` under a :func:`_temp_path` name."""
+    dead, host = [], _host()
+    for p in out.iterdir():
+        parts = p.name[1:-len(TMP_MARK)].rsplit(".", 3) if p.name.endswith(TMP_MARK) else []
+        if len(parts) == 4 and parts[1] == host and parts[2].isdigit() and not process_alive(
+                int(parts[2])):
+            dead.append(p)
+    for p in dead:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if dead:
+        log(f"removed {len(dead)} temporary folder(s) of runs that died: "
+            + ", ".join(p.name for p in dead))
+
+
 def _prepare_out(out: Path) -> list[Path]:
     """Create ``out`` and probe-write it; returns the folders created (to remove on failure)."""
     created = [p for p in (out, *out.parents) if not p.exists()]
@@ -101,7 +131,7 @@ def _prepare_out(out: Path) -> list[Path]:
         raise RunError(f"--out {out}: {first} is a file, not a folder; pass another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".probe.{os.getpid()}.{secrets.token_hex(4)}{TMP_MARK}"
+        probe = _temp_path(out, "probe")
         probe.write_bytes(b"tlkit")
         probe.unlink()
     except OSError as e:
@@ -146,7 +176,7 @@ def _publish(tmp: Path, dest: Path, overwrite: bool) -> None:
             kept = dest.with_name(f"{dest.name}.{secrets.token_hex(3)}")
             os.rename(tmp, kept)
             raise RunError(f"{dest} appeared while this run trained; this run's files are in {kept}")
-        old = dest.with_name(f".{dest.name}.old.{secrets.token_hex(4)}{TMP_MARK}")
+        old = _temp_path(dest.parent, f"{dest.name}.old")
         os.rename(dest, old)
     os.rename(tmp, dest)
     _fsync(dest.parent)
@@ -157,6 +187,7 @@ def _publish(tmp: Path, dest: Path, overwrite: bool) -> None:
             old.unlink()
 
 
+@sigterm_as_interrupt()
 def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32,
               img_size: int | None = None, finetune: bool = False, finetune_epochs: int | None = None,
               unfreeze_last: int = 30, weights: str | None = None, alpha: float | None = None,
@@ -170,7 +201,9 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
     """Train one model end to end and write the folder ``out/<prefix>/`` holding
     ``<prefix>_record.json``, ``<prefix>_model.keras`` and ``<prefix>_{curves,cm,pred_grid}.png``
     (see :func:`tlkit.records.run_prefix`). An existing run folder is refused unless
-    ``overwrite``. ``early_stopping`` 0 or None: off. Returns the record."""
+    ``overwrite``. ``early_stopping`` 0 or None: off. SIGTERM stops it like Ctrl-C
+    (:class:`tlkit.system.Terminated`, a KeyboardInterrupt), removing its temporary folder.
+    Returns the record."""
     params = {k: v for k, v in locals().items() if k not in ("log", "out", "overwrite")}
     spec = get_spec(base)
     check_args(spec, epochs=epochs, batch_size=batch_size, img_size=img_size, finetune=finetune,
@@ -184,6 +217,7 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
     lr = lr or (5e-3 if source != "random" else 2e-3)  # a frozen backbone's head learns fast
     out = Path(out)
     created = _prepare_out(out)
+    _remove_dead_temps(out, log)
     tmp = None
     try:
         set_seed(seed)
@@ -200,7 +234,7 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
             raise RunError(f"{dest} already holds a run: pass --overwrite to replace it, "
                            "or change --out or the settings")
         log(ds.describe())
-        tmp = out / f".{prefix}.{os.getpid()}.{secrets.token_hex(4)}{TMP_MARK}"
+        tmp = _temp_path(out, prefix)
         tmp.mkdir()
         kw = dict(batch_size=batch_size, label_smoothing=label_smoothing, weight_decay=weight_decay,
                   class_weight=class_weight, early_stopping=early_stopping or None, verbose=verbose)

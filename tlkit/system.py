@@ -10,9 +10,11 @@ import logging
 import os
 import platform
 import secrets
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -169,6 +171,65 @@ def download_timeout(seconds: float | None = None) -> Iterator[float]:
         yield seconds
     finally:
         socket.setdefaulttimeout(saved)
+
+
+# --------------------------------------------------------------------------- processes
+
+class Terminated(KeyboardInterrupt):
+    """The process got SIGTERM: raised where it runs, like Ctrl-C's KeyboardInterrupt, so
+    that the same cleanup happens."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block (or the function it decorates) SIGTERM raises :class:`Terminated`,
+    so a job that is killed cleans up as after Ctrl-C; the previous handler is restored
+    after. Only the main thread can set a handler: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame) -> None:
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _proc_stat(pid: int) -> tuple[str, float] | None:
+    """(state, start time in seconds since the epoch) of a process, from /proc; None
+    where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        stat = Path("/proc/stat").read_text().split()
+        boot = float(stat[stat.index("btime") + 1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return fields[0], boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def process_alive(pid: int, since: float | None = None) -> bool:
+    """Whether process ``pid`` still runs on this machine. With ``since`` (a ``time.time()``
+    that process recorded), a process started later only reuses the number and does not
+    count. Where that cannot be told (not POSIX), a process counts as alive."""
+    if pid <= 0:
+        return False
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user
+        pass
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True
+    state, started = stat
+    return state != "Z" and (since is None or started <= since + 2)
 
 
 # --------------------------------------------------------------------------- hardware
