@@ -296,7 +296,7 @@ def hardware(gpus: list[str] | None = None, cores: int | None = None) -> Hardwar
     tflops = GPU_TFLOPS[model]
     return Hardware(name, tflops * 1e12 * GPU_UTILISATION / COSTS["cpu_flops"], GPU_STEP_S,
                     f"an estimate, not measured: the reference CPU bench's costs scaled by the {model}'s "
-                    f"published {tflops:g} TFLOPS (FP16/BF16) at an assumed {GPU_UTILISATION:.0%} use")
+                    f"published {tflops:g} TFLOPS in half precision at an assumed {GPU_UTILISATION:.0%} use")
 
 
 def expected_seconds(nb: str, settings: dict, hw: Hardware) -> float | None:
