@@ -52,9 +52,42 @@ def test_resolve_profile_from_the_environment(monkeypatch):
     ns = {**course.GPU["04"], "profile": None}
     assert course.resolve("04", ns)["img_size"] == course.CHANGES["cpu"]["04"]["img_size"]
     assert ns["profile"] == "cpu"
-    monkeypatch.delenv("TLKIT_PROFILE")
+
+
+@pytest.mark.parametrize("gpus, profile", [(["/physical_device:GPU:0"], "gpu"), ([], "cpu")])
+def test_resolve_profile_follows_the_hardware(monkeypatch, capsys, gpus, profile):
+    """No profile and no $TLKIT_PROFILE: the gpu settings only on a GPU, with one line that
+    says which profile and how to choose the other."""
+    monkeypatch.delenv("TLKIT_PROFILE", raising=False)
+    monkeypatch.setattr(course, "accelerators", lambda: gpus)
     ns = {**course.GPU["04"], "profile": None}
-    assert course.resolve("04", ns) == {**course.GPU["04"], "profile": "gpu"}
+    assert course.resolve("04", ns) == {**course.profile_settings("04", profile), "profile": profile}
+    lines = capsys.readouterr().out.splitlines()
+    other = "cpu" if profile == "gpu" else "gpu"
+    assert len(lines) == 2 and lines[0].startswith(f'profile: "{profile}" (')
+    assert f'profile = "{other}" in the parameters cell or TLKIT_PROFILE={other}' in lines[0]
+
+
+def test_a_chosen_profile_does_not_look_at_the_hardware(monkeypatch):
+    def no_probe():
+        raise AssertionError("the hardware decides only when no profile is chosen")
+
+    monkeypatch.setattr(course, "accelerators", no_probe)
+    assert course.resolve("01", {**course.GPU["01"], "profile": "gpu"})["epochs"] == course.GPU["01"]["epochs"]
+    monkeypatch.setenv("TLKIT_PROFILE", "smoke")
+    assert course.resolve("01", {**course.GPU["01"], "profile": None})["profile"] == "smoke"
+
+
+def test_run_first_says_what_to_do_here_and_in_colab(monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    local = course.run_first(["01", "02"], "runs/x", "cpu", "to see their gaps here")
+    assert local.startswith("Run notebooks 1 and 2 first to see their gaps here, into out_dir='runs/x'")
+    assert "01_cnn_from_scratch.ipynb, 02_frozen_mobilenetv2.ipynb" in local
+    assert "tlkit course run --profile cpu --only 01 02 --out runs/x (it needs pip install 'tlkit[course]')" in local
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    colab = course.run_first(["03"], "runs/x", "gpu", "to serve its model")
+    assert colab.startswith("Run notebook 3 first to serve its model: open 03_fine_tuning.ipynb from the Colab badge")
+    assert "use_drive = True" in colab and "tlkit course run" not in colab and "papermill" not in colab
 
 
 def test_resolve_unknown_profile():
@@ -102,7 +135,8 @@ def test_a_changed_table_value_changes_the_cell(tmp_path, monkeypatch):
     new = nbformat.read(tmp_path / "01_cnn_from_scratch.ipynb", as_version=4)
     changed = [(a.id, b.id) for a, b in zip(old.cells, new.cells) if a != b]
     assert len(old.cells) == len(new.cells) and len(changed) == 1 and changed[0][0] == changed[0][1]
-    assert "parameters" in new.cells[3].metadata["tags"] and new.cells[3].source == after
+    cell = next(c for c in new.cells if c.id == changed[0][1])
+    assert "parameters" in cell.metadata["tags"] and cell.source == after
     assert course.sync_parameters(tmp_path) == []
 
 

@@ -31,8 +31,9 @@ from pathlib import Path
 from types import ModuleType
 
 from tlkit import TlkitError
+from tlkit.colab import in_colab
 from tlkit.records import environment
-from tlkit.system import TMP_MARK, process_alive, sigterm_as_interrupt, write_json, write_text
+from tlkit.system import TMP_MARK, accelerators, process_alive, sigterm_as_interrupt, write_json, write_text
 
 NOTEBOOKS = ["01_cnn_from_scratch", "02_frozen_mobilenetv2", "03_fine_tuning",
              "04_model_comparison", "05_overfitting_gaps",
@@ -93,7 +94,7 @@ CHANGES = {
 RUN_SETTINGS = dict(seed=0, data_dir=None, weights_dir=None, out_dir="runs/interactive")
 # What a setting means, written beside it in the parameters cells: "all" notebooks, or one.
 NOTES = {
-    "all": dict(profile='None: $TLKIT_PROFILE, else "gpu" (the settings below)',
+    "all": dict(profile='None: $TLKIT_PROFILE, else "gpu" (the settings below) on a GPU, else "cpu"',
                 limit_per_class="e.g. 500 for a quick run",
                 alpha="MobileNetV2 width multiplier",
                 weights='"imagenet", "none" (random), or a weights file',
@@ -213,14 +214,25 @@ def profile_settings(nb: str, profile: str) -> dict:
     return {**GPU[nb], **CHANGES.get(profile, {}).get(nb, {})}
 
 
+def hardware_profile() -> str:
+    """The profile for this machine, said in one line: ``gpu`` where there is a GPU, else ``cpu``."""
+    if accelerators():
+        print('profile: "gpu" (a GPU is here: the full course); for the smaller settings, set '
+              'profile = "cpu" in the parameters cell or TLKIT_PROFILE=cpu')
+        return "gpu"
+    print('profile: "cpu" (no GPU here: the CPU-sized settings); for the full course, set '
+          'profile = "gpu" in the parameters cell or TLKIT_PROFILE=gpu')
+    return "cpu"
+
+
 def resolve(nb: str, namespace: dict) -> dict:
     """Apply the profile to a notebook's parameters, in ``namespace`` (its globals).
 
-    The profile is ``namespace["profile"]``, else ``$TLKIT_PROFILE``, else ``gpu``. Values a
-    user changed from the parameters cell's defaults (e.g. with papermill ``-p``) are kept.
-    Returns the settings in effect and prints them.
+    The profile is ``namespace["profile"]``, else ``$TLKIT_PROFILE``, else the hardware's
+    (:func:`hardware_profile`). Values a user changed from the parameters cell's defaults
+    (e.g. with papermill ``-p``) are kept. Returns the settings in effect and prints them.
     """
-    profile = namespace.get("profile") or os.environ.get("TLKIT_PROFILE") or "gpu"
+    profile = namespace.get("profile") or os.environ.get("TLKIT_PROFILE") or hardware_profile()
     if profile not in PROFILES:
         raise TlkitError(f"unknown profile '{profile}': choose one of {', '.join(PROFILES)}")
     namespace["profile"] = profile
@@ -234,6 +246,24 @@ def resolve(nb: str, namespace: dict) -> dict:
             settings[k] = namespace[k]
     print("settings: " + ", ".join(f"{k}={v!r}" for k, v in settings.items()))
     return settings
+
+
+def run_first(notebooks: list[str], out_dir: str | Path, profile: str, purpose: str) -> str:
+    """How to run the earlier notebooks (ids) whose records this one needs ``purpose``: in Colab,
+    each from its badge with Drive on; elsewhere into the same ``out_dir``."""
+    names = [n for n in NOTEBOOKS if notebook_id(n) in notebooks]
+    numbers = [str(int(notebook_id(n))) for n in names]
+    which = f"notebook {numbers[0]}" if len(numbers) == 1 else \
+        f"notebooks {', '.join(numbers[:-1])} and {numbers[-1]}"
+    files = ", ".join(f"{n}.ipynb" for n in names)
+    if in_colab():
+        badge = "the Colab badge at its top" if len(names) == 1 else "the Colab badge at the top of each"
+        return (f"Run {which} first {purpose}: open {files} from {badge}, set use_drive = True in its "
+                "Drive cell and run all cells; then run this notebook again with use_drive = True "
+                "(a Colab session keeps no files).")
+    return (f"Run {which} first {purpose}, into out_dir={str(out_dir)!r}: open {files} in Jupyter and run "
+            f"all cells, or run: tlkit course run --profile {profile} --only {' '.join(map(notebook_id, names))} "
+            f"--out {out_dir} (it needs pip install 'tlkit[course]').")
 
 
 def output_dirs(out_dir: str | Path) -> tuple[Path, Path]:

@@ -1,0 +1,131 @@
+"""tlkit.estimate: each notebook's expected time, from the reference CPU bench's per-image
+costs (one source: the committed bench.json) and, for GPUs, published rates."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from conftest import ROOT
+from tlkit import course, estimate
+from tlkit.estimate import COSTS, hardware
+
+BENCH = ROOT / "book" / "reference" / "bench" / "bench.json"
+REFERENCE = ROOT / "book" / "reference" / "cpu" / "summary.json"
+REF_CPU = hardware([], COSTS["bench"]["cores"])
+
+
+def settings(nb: str, profile: str) -> dict:
+    return {**course.profile_settings(nb, profile), "profile": profile}
+
+
+def test_costs_are_the_committed_reference_bench():
+    bench = json.loads(BENCH.read_text(encoding="utf-8"))
+    assert estimate.costs_from_bench(bench) == COSTS, (
+        "tlkit/estimate.py's COSTS differ from book/reference/bench/bench.json: paste the output "
+        "of python -m tlkit.estimate into COSTS")
+    assert COSTS["bench"]["git_commit"] == bench["git_commit"]
+
+
+def test_the_cpu_estimates_agree_with_the_reference_course_run():
+    """The cpu profile on the reference CPU, against the committed course run on that CPU. Its
+    notebooks 2 and 3 read the features the bench had cached: those are compared without
+    their extraction."""
+    ran = {course.notebook_id(r["notebook"]): r["seconds"]
+           for r in json.loads(REFERENCE.read_text(encoding="utf-8"))["notebooks"]}
+    assert json.loads(REFERENCE.read_text(encoding="utf-8"))["hardware"]["cpu"] == COSTS["bench"]["cpu"]
+    train, val, test = estimate.split_sizes("cifar10", None)
+    images = 2 * train + val + test
+    cached = {"02": sum(images * estimate.extraction_cost("mobilenetv2", 1.0, size)
+                        for size in settings("02", "cpu")["sizes"]),
+              "03": images * estimate.extraction_cost("mobilenetv2", 1.0, settings("03", "cpu")["img_size"])}
+    for nb in ("01", "02", "03", "05", "06"):
+        expected = estimate.expected_seconds(nb, settings(nb, "cpu"), REF_CPU) - cached.get(nb, 0.0)
+        assert 0.75 < expected / ran[nb] < 1.25, (nb, expected, ran[nb])
+
+
+def test_a_cpu_with_no_profile_says_what_it_runs_and_how_long(monkeypatch, capsys):
+    """The notebook's setup on a CPU with profile unset: the cpu settings, said, then the time."""
+    monkeypatch.delenv("TLKIT_PROFILE", raising=False)
+    monkeypatch.setattr(course, "accelerators", lambda: [])
+    monkeypatch.setattr(estimate, "gpu_names", lambda: [])
+    ns = {**course.GPU["01"], "profile": None, **course.RUN_SETTINGS}
+    cfg = course.resolve("01", ns)
+    seconds = estimate.announce("01", cfg)
+    profile, chosen, expected = capsys.readouterr().out.splitlines()
+    assert profile.startswith('profile: "cpu" (no GPU here') and "epochs=10" in chosen
+    assert re.fullmatch(r"expected time on this CPU \(\d+ cores\): about \d+ min for a first run of the cpu "
+                        r"settings \(from per-image costs measured on 2 AMD EPYC cores .*; downloads not included\)",
+                        expected), expected
+    assert seconds == estimate.expected_seconds("01", cfg, hardware([]))
+
+
+@pytest.mark.parametrize("name, tflops", [("Tesla T4", 65), ("NVIDIA L4", 121), ("NVIDIA A100-SXM4-40GB", 312),
+                                          ("NVIDIA A100 80GB PCIe", 312), ("NVIDIA H100 80GB HBM3", 989),
+                                          ("NVIDIA H100 PCIe", 756), ("NVIDIA H200", 989),
+                                          ("NVIDIA L40S", None), ("NVIDIA A10G", None), ("TPU v4", None)])
+def test_gpus_by_their_driver_names(name, tflops):
+    hw = hardware([name])
+    if tflops is None:
+        assert hw.speedup is None and estimate.expected_seconds("01", settings("01", "gpu"), hw) is None
+    else:
+        assert hw.speedup == pytest.approx(tflops * 1e12 * estimate.GPU_UTILISATION / COSTS["cpu_flops"])
+        assert "an estimate, not measured" in hw.source and f"{tflops:g} TFLOPS" in hw.source
+
+
+@pytest.mark.parametrize("nb", sorted(course.DEPENDS))
+def test_faster_hardware_is_expected_sooner(nb):
+    s = settings(nb, "gpu")
+    times = [estimate.expected_seconds(nb, s, hw) for hw in
+             (REF_CPU, hardware([], 8), hardware(["Tesla T4"]), hardware(["NVIDIA H100 80GB HBM3"]))]
+    assert times == sorted(times, reverse=True) and times[-1] >= COSTS["overhead_s"][nb]
+    assert estimate.expected_seconds(nb, settings(nb, "cpu"), REF_CPU) < times[0]
+
+
+def test_a_gpu_step_costs_at_least_the_floor():
+    w = estimate.WORK["05"](settings("05", "gpu"))
+    h100 = hardware(["NVIDIA H100 80GB HBM3"])
+    assert w.steps * h100.step_s > w.seconds / h100.speedup  # many small head steps
+    assert estimate.expected_seconds("05", settings("05", "gpu"), h100) == pytest.approx(
+        COSTS["overhead_s"]["05"] + w.steps * estimate.GPU_STEP_S)
+
+
+def test_extraction_costs():
+    mnv2 = COSTS["extract_s"]["mobilenetv2"]
+    assert estimate.extraction_cost("mobilenetv2", 1.0, 160) == mnv2["160"]
+    assert estimate.extraction_cost("mobilenetv2", None, 224) == pytest.approx(mnv2["160"] * (224 / 160) ** 2)
+    assert estimate.extraction_cost("mobilenetv2", 1.0, 100) == pytest.approx(mnv2["96"] * (100 / 96) ** 2)
+    assert estimate.extraction_cost("mobilenet", 0.25, 128) == COSTS["extract_s"]["mobilenetv2 alpha 0.35"]["128"]
+    assert estimate.extraction_cost("resnet50", None, 256) == pytest.approx(COSTS["infer_s"]["resnet50"][1] * 4)
+    with pytest.raises(estimate.Unmeasured):
+        estimate.extraction_cost("densenet121", None, 224)
+
+
+def test_no_estimate_says_why(capsys):
+    assert estimate.announce("01", settings("01", "smoke"), REF_CPU) is None  # synthetic data
+    assert estimate.announce("04", {**settings("04", "gpu"), "models_to_compare": ["vgg16", "mobilenet"]},
+                             REF_CPU) is None
+    assert estimate.announce("01", settings("01", "gpu"), hardware(["NVIDIA A10G"])) is None
+    unmeasured = "expected time on this CPU (2 cores): no estimate (the reference bench measured nothing for {!r})"
+    assert capsys.readouterr().out.splitlines() == [
+        unmeasured.format("synthetic"), unmeasured.format("mobilenet"),
+        "expected time on NVIDIA A10G: no estimate (no published rate for it in tlkit.estimate.GPU_TFLOPS)"]
+
+
+def test_split_sizes_and_durations():
+    assert estimate.split_sizes("cifar10", None) == (45_000, 5_000, 10_000)
+    assert estimate.split_sizes("cifar10", 150) == (1_350, 150, 1_500)
+    assert estimate.split_sizes("cifar100", 1000) == (45_000, 5_000, 10_000)
+    assert [estimate.duration(s) for s in (10, 600, 5399, 9000)] == [
+        "about 1 min", "about 10 min", "about 90 min", "about 2.5 h"]
+
+
+@pytest.mark.parametrize("name", course.NOTEBOOKS)
+def test_each_notebook_announces_its_time_after_resolving(name):
+    nb = course.notebook_id(name)
+    cells = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+    lines = next("".join(c["source"]) for c in cells if f'course.resolve("{nb}", globals())' in "".join(c["source"]))
+    lines = lines.splitlines()
+    i = lines.index(f'cfg = course.resolve("{nb}", globals())')
+    assert lines[i + 1].startswith(f'estimate.announce("{nb}", cfg)')
