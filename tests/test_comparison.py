@@ -45,11 +45,37 @@ def test_comparison_entries_and_labels():
 
 
 def test_measure_backbone_counts_flops_at_the_size():
-    small = comparison.measure_backbone("mobilenetv2", 32, 0.35, batch_size=4, steps=1)
-    big = comparison.measure_backbone("mobilenetv2", 64, 0.35, batch_size=4, steps=1)
+    small = comparison.measure_backbone("mobilenetv2", 32, 0.35, batch_size=4, seconds=0.05)
+    big = comparison.measure_backbone("mobilenetv2", 64, 0.35, batch_size=4, seconds=0.05)
     assert small["backbone_params"] == big["backbone_params"] == 410_208  # no top, any size
     assert small["images_per_second"] > 0 and small["img_size"] == 32
     assert 3.0 < big["forward_flops"] / small["forward_flops"] < 5.0  # about the square of the size
+
+
+class FakeClock:
+    """A clock that each batch moves on by ``step`` seconds."""
+
+    def __init__(self, step: float):
+        self.now, self.step, self.calls = 100.0, step, 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def batch(self) -> None:
+        self.now += self.step
+        self.calls += 1
+
+
+@pytest.mark.parametrize("step, seconds, min_batches, timed", [
+    (0.3, 2.0, 5, 7),     # fast batches: as many as fill the time (2.1 s)
+    (1.0, 0.5, 3, 3),     # slow batches: at least min_batches
+    (2 ** -10, 2.0, 5, 2048)])  # a GPU's milliseconds: thousands of batches, not two
+def test_throughput_is_timed_over_fixed_seconds_after_warmup(step, seconds, min_batches, timed):
+    clock = FakeClock(step)
+    ips = comparison.throughput(clock.batch, 64, seconds=seconds, min_batches=min_batches, warmup=2,
+                                clock=clock)
+    assert clock.calls == 2 + timed  # the warm-up batches are run, not timed
+    assert ips == pytest.approx(64 / step)
 
 
 def _comparison_record(acc: float, source: str, n: int = 1000) -> dict:

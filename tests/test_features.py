@@ -8,6 +8,7 @@ import time
 import warnings
 from dataclasses import replace
 
+import keras
 import numpy as np
 import pytest
 
@@ -77,6 +78,24 @@ def test_extract_features_cached(tiny_ds, cache_dir, cnn_weights):
     # without the cache nothing is read or written
     f = extract_features("cnn", tiny_ds, img_size=32, weights=w, cache=False)
     assert not any(f.cached.values()) and len(_files(cache_dir)) == 8
+    # bfloat16 features are never mixed with float32 ones
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    g = extract_features("cnn", tiny_ds, img_size=32, weights=w)
+    assert not any(g.cached.values()) and len(_files(cache_dir)) == 11
+    assert all(extract_features("cnn", tiny_ds, img_size=32, weights=w).cached.values())
+
+
+def test_feature_key_holds_backend_and_precision(monkeypatch):
+    parts = ("cnn", None, "file-stamp", 32, "cnn", False, "data-fingerprint")
+    key = features.feature_key(*parts)
+    assert features.feature_key(*parts) == key and len(key) == 20
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    assert features.feature_key(*parts) != key
+    keras.mixed_precision.set_global_policy("float32")
+    assert features.feature_key(*parts) == key
+    other = "jax" if keras.config.backend() != "jax" else "tensorflow"
+    monkeypatch.setattr(keras.config, "backend", lambda: other)
+    assert features.feature_key(*parts) != key
 
 
 @pytest.mark.backends

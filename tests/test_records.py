@@ -39,6 +39,8 @@ def test_make_record_fields():
     assert rec["weights_source"] == "random"
     assert {"test_accuracy", "val_accuracy", "train_accuracy"} <= set(rec["metrics"])
     assert rec["backend"] == keras.config.backend()
+    # how it ran: precision, deterministic ops or XLA (tlkit.system.execution)
+    assert rec["precision"] == "float32" and {type(rec["deterministic"]), type(rec["xla"])} == {bool}
     assert rec["versions"]["keras"] and rec["versions"]["numpy"] and rec["versions"]["python"]
     assert rec["hardware"]["cores"] >= 1 and isinstance(rec["hardware"]["gpus"], list)
     assert rec["git_commit"] is None or len(rec["git_commit"]) == 40
@@ -133,6 +135,8 @@ def test_unreadable_files_are_named(tmp_path):
     ("kind", "kind 'frozn' is not one of"),
     ("metrics", "metrics has no 'test_accuracy'"),
     ("type", "'wall_seconds' is str, not int or float"),
+    ("true-number", "'wall_seconds' is bool, not int or float"),
+    ("flag", "'deterministic' is str, not bool"),
     ("study", r"params\['train_images'\] is str, not int \(a curve ablation declares method, per_class"),
 ])
 def test_files_that_are_not_valid_records_are_named(tmp_path, content, problem):
@@ -147,6 +151,10 @@ def test_files_that_are_not_valid_records_are_named(tmp_path, content, problem):
         del rec["metrics"]["test_accuracy"]
     elif content == "type":
         rec["wall_seconds"] = "12 s"
+    elif content == "true-number":
+        rec["wall_seconds"] = True
+    elif content == "flag":
+        rec["deterministic"] = "yes"
     elif content == "study":  # an ablation point of the label-efficiency curve
         rec.update(kind="ablation", params={"method": "frozen", "per_class": 3, "train_images": "6"})
     else:

@@ -1,6 +1,8 @@
 """tlkit.train: a model can overfit, runs repeat under a seed, schedules, class weights."""
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -147,3 +149,125 @@ def test_cpu_precision_follows_the_model_and_the_cpu(monkeypatch):
     assert train.configure_precision(model="mobilenetv2") == "float32"  # depthwise: bf16 loses
     monkeypatch.setattr(train, "cpu_bf16", lambda: False)  # emulated bfloat16 is slow
     assert train.configure_precision(model="cnn") == "float32"
+
+
+def _gpu(name: str, capability: tuple[int, int] | None) -> dict:
+    return {"name": name, "kind": "gpu", "compute_capability": capability}
+
+
+A100, H100, L4 = _gpu("NVIDIA A100-SXM4-40GB", (8, 0)), _gpu("NVIDIA H100 80GB HBM3", (9, 0)), _gpu("NVIDIA L4", (8, 9))
+T4, V100 = _gpu("Tesla T4", (7, 5)), _gpu("Tesla V100-SXM2-16GB", (7, 0))
+TPU = {"name": "TPU v4", "kind": "tpu", "compute_capability": None}
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_precision_per_device(backend):
+    """bfloat16 only where the device computes it natively, the same on every backend."""
+    choose = train.choose_precision
+    for devices, policy in [([A100], "mixed_bfloat16"), ([H100], "mixed_bfloat16"), ([L4], "mixed_bfloat16"),
+                            ([TPU], "mixed_bfloat16"), ([H100, H100], "mixed_bfloat16"),
+                            ([T4], "mixed_float16"), ([V100], "mixed_float16"),
+                            ([_gpu("AMD Instinct MI100", None)], "mixed_float16"),  # capability unknown
+                            ([A100, T4], "mixed_float16")]:  # what every device computes natively
+        for cpu_bf16 in (False, True):
+            for model in ("cnn", "resnet50", None):
+                assert choose(devices, cpu_bf16, model, backend) == policy, (devices, model)
+    # a CPU: float32, except the dense CNN on TensorFlow where bfloat16 is native (bench: it wins)
+    assert choose([], True, "cnn", backend) == ("mixed_bfloat16" if backend == "tensorflow" else "float32")
+    assert choose([], True, "mobilenetv2", backend) == choose([], False, "cnn", backend) == "float32"
+
+
+@pytest.mark.parametrize("text, capability", [("8.6", (8, 6)), ((7, 5), (7, 5)), ([9, 0], (9, 0)),
+                                              ("gfx90a", None), (None, None), ("", None)])
+def test_compute_capability_is_read_from_every_backend_form(text, capability):
+    from tlkit.system import _capability
+
+    assert _capability(text) == capability
+
+
+def _fake_gpu(monkeypatch, name: str, capability: tuple[int, int]) -> None:
+    """One GPU in the current backend's own device listing."""
+    from types import SimpleNamespace
+
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpu = SimpleNamespace(name="/physical_device:GPU:0", device_type="GPU")
+        monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [gpu] if kind == "GPU" else [])
+        monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                            lambda d: {"device_name": name, "compute_capability": capability})
+    elif backend == "jax":
+        import jax
+
+        monkeypatch.setattr(jax, "devices", lambda *a: [SimpleNamespace(
+            platform="gpu", device_kind=name, compute_capability="%d.%d" % capability)])
+    else:
+        pytest.skip(f"no faked device listing for {backend}")
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("gpu, policy", [(A100, "mixed_bfloat16"), (T4, "mixed_float16")])
+def test_precision_from_a_faked_gpu(monkeypatch, gpu, policy):
+    from tlkit.system import accelerator_info
+
+    _fake_gpu(monkeypatch, gpu["name"], gpu["compute_capability"])
+    assert accelerator_info() == [gpu]
+    assert train.accelerators() == [gpu["name"]]
+    assert train.configure_precision(model="cnn") == policy
+    assert keras.mixed_precision.global_policy().name == policy
+
+
+@pytest.fixture
+def _deterministic_after(monkeypatch):
+    yield
+    monkeypatch.undo()  # the real devices and flags back first
+    set_seed(0)  # the tests after this one run deterministic, as by default
+
+
+@pytest.mark.backends
+@pytest.mark.usefixtures("_deterministic_after")
+def test_determinism_is_a_choice_the_record_states():
+    from tlkit.records import environment
+
+    backend = keras.config.backend()
+    set_seed(0, deterministic=False)
+    env = environment()
+    # a CPU: TensorFlow compiles without XLA there anyway; JAX always compiles with XLA, and
+    # its CPU kernels are deterministic
+    assert (env["deterministic"], env["xla"]) == ((False, False) if backend == "tensorflow" else (True, True))
+    set_seed(0)
+    env = environment()
+    assert env["deterministic"] is True and env["xla"] is (backend == "jax")
+    assert isinstance(env["precision"], str)
+
+
+@pytest.mark.backends
+@pytest.mark.usefixtures("_deterministic_after")
+def test_determinism_on_a_faked_gpu(monkeypatch):
+    """On a GPU the choice is deterministic (slower) or XLA (faster), and the record says which."""
+    from tlkit.system import JAX_DETERMINISM_FLAG, execution
+
+    _fake_gpu(monkeypatch, A100["name"], A100["compute_capability"])
+    if keras.config.backend() == "tensorflow":
+        set_seed(0, deterministic=False)
+        assert execution() == {"deterministic": False, "xla": True}
+        set_seed(0)
+        assert execution() == {"deterministic": True, "xla": False}  # Keras turns XLA off
+        return
+    from jax._src import xla_bridge
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    set_seed(0)
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_dump_to=/tmp/x", JAX_DETERMINISM_FLAG]
+    assert execution() == {"deterministic": True, "xla": True}
+    set_seed(0, deterministic=False)
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x"
+    assert execution() == {"deterministic": False, "xla": True}
+    # once JAX has started on the GPU, XLA keeps its flags: one line says so, the record stays true
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: True)
+    with pytest.warns(RuntimeWarning, match="JAX has started on the GPU.*XLA_FLAGS") as caught:
+        set_seed(0)
+    assert "\n" not in str(caught[0].message)
+    assert execution() == {"deterministic": False, "xla": True}

@@ -8,7 +8,7 @@ A reporting module: it reads the registry (:mod:`tlkit.models`), counts FLOPs
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -44,24 +44,41 @@ def is_transfer(label: str) -> bool:
     return label.startswith("ImageNet weights")
 
 
+def throughput(step: Callable[[], object], batch_size: int, *, seconds: float = 2.0,
+               min_batches: int = 5, warmup: int = 2,
+               clock: Callable[[], float] = time.perf_counter) -> float:
+    """Images/s of ``step``, a call that runs one batch of ``batch_size`` images to the end.
+
+    ``warmup`` untimed calls first (tracing, compiling, autotuning), then calls until at least
+    ``seconds`` have passed and ``min_batches`` were timed: a fixed time, since on a GPU a
+    few batches take milliseconds and their timing is mostly launch overhead.
+    """
+    for _ in range(warmup):
+        step()
+    batches, start = 0, clock()
+    while True:
+        step()
+        batches += 1
+        took = clock() - start
+        if took >= seconds and batches >= min_batches:
+            return batches * batch_size / took
+
+
 def measure_backbone(name: str, img_size: int, alpha: float | None = None,
-                     input_shape: tuple[int, int, int] = (32, 32, 3), batch_size: int = 32,
-                     steps: int = 2) -> dict:
+                     input_shape: tuple[int, int, int] = (32, 32, 3), batch_size: int = 64,
+                     seconds: float = 2.0) -> dict:
     """Cost of one registry extractor at ``img_size``: parameters (no top), forward FLOPs of
-    one image (:func:`tlkit.flops.forward_flops`) and inference images/s on this machine.
+    one image (:func:`tlkit.flops.forward_flops`) and inference images/s on this machine in
+    the precision in force, timed by :func:`throughput` over at least ``seconds``.
 
     Built with random weights: the cost of a forward pass does not depend on the weights.
-    Throughput is timed over ``steps`` batches after one untimed batch (tracing).
     """
     extractor, _ = build_extractor(name, input_shape, img_size, "none", alpha)
-    x = np.random.default_rng(0).uniform(0, 255, (batch_size * steps, *input_shape)).astype("float32")
-    extractor.predict(x[:batch_size], batch_size=batch_size, verbose=0)
-    start = time.perf_counter()
-    extractor.predict(x, batch_size=batch_size, verbose=0)
-    seconds = time.perf_counter() - start
+    x = np.random.default_rng(0).uniform(0, 255, (batch_size, *input_shape)).astype("float32")
+    ips = throughput(lambda: extractor.predict_on_batch(x), batch_size, seconds=seconds)
     return {"model": name, "alpha": alpha, "img_size": img_size,
             "backbone_params": int(extractor.count_params()), "forward_flops": forward_flops(extractor),
-            "images_per_second": round(len(x) / seconds, 1)}
+            "images_per_second": round(ips, 1)}
 
 
 def comparison_row(name: str, alpha: float | None, cost: dict, record: dict | None = None,

@@ -1,8 +1,8 @@
 """Frozen-feature cache: extract a frozen backbone's pooled features once, train heads in seconds.
 
 A frozen backbone maps an image to the same features every epoch, so they are computed
-once per (backbone, weights, data, image size, preprocessing, flip, backend) with batched
-inference and kept on disk under a key that changes when any of those change. Features
+once per (backbone, weights, data, image size, preprocessing, flip, backend, precision) with
+batched inference and kept on disk under a key that changes when any of those change. Features
 come from :func:`tlkit.models.build_extractor` and heads are :func:`tlkit.models.head_model`,
 the two halves of ``build_classifier``'s model: ``build_classifier(..., head=head)`` puts a
 head trained here into the full image classifier.
@@ -54,6 +54,15 @@ def weights_stamp(source: str) -> str:
                               st.st_ino)
         return f"{st.st_size}|{digest}"
     return source
+
+
+def feature_key(*parts) -> str:
+    """The cache key of features made from ``parts`` (backbone, weights, size,
+    preprocessing, flip, data) here: with the cache format, the Keras backend and the
+    precision policy, since features computed in bfloat16, or by another backend's kernels,
+    differ from float32 ones and are never mixed with them."""
+    here = (keras.config.backend(), keras.mixed_precision.global_policy().name)
+    return hashlib.sha1(repr((FEATURES_VERSION, *parts, *here)).encode()).hexdigest()[:20]
 
 
 @dataclass
@@ -130,9 +139,7 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
     for split, flip in jobs:
         name = split + ("_flip" if flip else "")
         x = getattr(ds, f"x_{split}")
-        key = hashlib.sha1(repr((FEATURES_VERSION, base, alpha, weights_stamp(source), size,
-                                 cfg.preprocess, flip, keras.config.backend(),
-                                 fingerprint(x))).encode()).hexdigest()[:20]
+        key = feature_key(base, alpha, weights_stamp(source), size, cfg.preprocess, flip, fingerprint(x))
         path = folder / f"{base}-{size}-{name}-{key}.npy"
         meta_path = path.with_suffix(".json")
         meta = cache_load(meta_path, lambda p: _load_meta(p, len(x))) if cache else None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tlkit import TlkitError
-from tlkit.system import hardware, jsonable, write_json
+from tlkit.system import execution, hardware, jsonable, write_json
 
 SCHEMA = 1
 # What produced a record: ``tlkit train`` (train) and the course notebooks (the others).
@@ -29,7 +29,9 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "model": dict, "weights_source": str, "metrics": dict, "history": dict,
     "wall_seconds": _NUMBER, "images_per_second": _NUMBER, "seed": (int, type(None)),
     "hardware": dict, "backend": str, "versions": dict, "git_commit": (str, type(None))}
-OPTIONAL = {"evaluation": dict, "precision": str, "weights_origin": (str, type(None))}
+# precision, deterministic and xla: how the backend ran (tlkit.system.execution)
+OPTIONAL = {"evaluation": dict, "precision": str, "deterministic": bool, "xla": bool,
+            "weights_origin": (str, type(None))}
 # Fields some kinds declare inside a part, for the reports that read them: a comparison row is
 # named by its backbone's base and width (alpha, null for a model without one) and plotted
 # against the backbone's size.
@@ -57,7 +59,7 @@ def _type_names(t: type | tuple[type, ...]) -> str:
 
 
 def _is(value, t: type | tuple[type, ...]) -> bool:
-    return isinstance(value, t) and not isinstance(value, bool)  # no field is a boolean
+    return isinstance(value, t) and (t is bool or not isinstance(value, bool))  # True is no number
 
 
 def _field_problems(part: dict, fields: dict[str, type | tuple[type, ...]], name: str = "",
@@ -174,12 +176,13 @@ def git_commit() -> str | None:
 
 
 def environment() -> dict:
-    """Hardware, backend, versions and commit: where a result came from."""
+    """Hardware, backend, how it ran (precision, deterministic, xla), versions and commit:
+    where a result came from."""
     import keras
 
     return {"hardware": hardware(),
             "backend": keras.config.backend(), "precision": keras.mixed_precision.global_policy().name,
-            "versions": versions(), "git_commit": git_commit()}
+            **execution(), "versions": versions(), "git_commit": git_commit()}
 
 
 def make_record(*, kind: str, name: str, params: dict, dataset: dict, model: dict, metrics: dict,

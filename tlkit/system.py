@@ -261,24 +261,89 @@ def cpu_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-def accelerators() -> list[str]:
-    """The GPUs/TPUs the current Keras backend sees (empty on a CPU-only machine)."""
+def _capability(value: Any) -> tuple[int, int] | None:
+    """An NVIDIA compute capability as (major, minor), from ``(8, 0)`` or ``"8.0"``; None
+    for anything else (an AMD architecture name, an unknown GPU)."""
+    if isinstance(value, str):
+        value = value.split(".")
+    try:
+        major, minor = (int(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return major, minor
+
+
+def accelerator_info() -> list[dict]:
+    """Each GPU/TPU the current Keras backend sees, as ``{"name", "kind", "compute_capability"}``:
+    the model's name (``"NVIDIA A100-SXM4-40GB"``), ``"gpu"`` or ``"tpu"``, and (major, minor)
+    for an NVIDIA GPU (None where unknown). Empty on a CPU-only machine. The one probe of the
+    accelerators: precision (:func:`tlkit.train.choose_precision`), device counts and records
+    read it."""
     import keras
 
     backend = keras.config.backend()
     if backend == "jax":
         import jax
 
-        return [str(d) for d in jax.devices() if d.platform != "cpu"]
+        return [{"name": d.device_kind, "kind": "tpu" if d.platform == "tpu" else "gpu",
+                 "compute_capability": _capability(getattr(d, "compute_capability", None))}
+                for d in jax.devices() if d.platform != "cpu"]
     if backend == "torch":
         import torch
 
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return [{"name": torch.cuda.get_device_name(i), "kind": "gpu",
+                 "compute_capability": _capability(torch.cuda.get_device_capability(i))}
+                for i in range(torch.cuda.device_count())]
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return [d.name for d in tf.config.list_physical_devices("GPU")]
+        out = []
+        for d in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(d)
+            out.append({"name": details.get("device_name", d.name), "kind": "gpu",
+                        "compute_capability": _capability(details.get("compute_capability"))})
+        return out
     return []
+
+
+def accelerators() -> list[str]:
+    """The names of the GPUs/TPUs the current Keras backend sees (empty on a CPU-only machine)."""
+    return [d["name"] for d in accelerator_info()]
+
+
+JAX_DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"  # in XLA_FLAGS before JAX starts
+
+
+def execution() -> dict:
+    """How the backend runs models now: ``deterministic`` (deterministic ops in force: the
+    same seed gives the same numbers) and ``xla`` (Keras compiles with XLA).
+
+    TensorFlow: deterministic while op determinism is on (:func:`tlkit.train.set_seed`); XLA
+    by Keras's ``jit_compile="auto"``, which the course compiles with: on one GPU; off on a
+    CPU-only machine, under op determinism (Keras 3.7 on) and under the strategy that
+    ``device_scope`` uses on two GPUs or more.
+    JAX: always XLA; deterministic on a CPU, and on a GPU with :data:`JAX_DETERMINISM_FLAG`
+    in ``XLA_FLAGS``. torch: no XLA; deterministic while ``torch.use_deterministic_algorithms``
+    is on.
+    """
+    import keras
+
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        from tensorflow.python.framework import config as tf_config  # as Keras's trainer reads it
+
+        deterministic = bool(tf_config.is_op_determinism_enabled())
+        return {"deterministic": deterministic,
+                "xla": not deterministic and len(accelerators()) == 1}
+    if backend == "jax":
+        return {"deterministic": not accelerators()
+                or JAX_DETERMINISM_FLAG in os.environ.get("XLA_FLAGS", "").split(),
+                "xla": True}
+    if backend == "torch":
+        import torch
+
+        return {"deterministic": bool(torch.are_deterministic_algorithms_enabled()), "xla": False}
+    return {"deterministic": False, "xla": False}
 
 
 def hardware() -> dict:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -13,58 +15,94 @@ import numpy as np
 from tlkit.cnn import adapt
 from tlkit.data import Dataset, class_weights
 from tlkit.models import Classifier, unfreeze
-from tlkit.system import accelerators, cpu_bf16
+from tlkit.system import JAX_DETERMINISM_FLAG, accelerator_info, accelerators, cpu_bf16
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and the backend; on TensorFlow also make ops deterministic,
-    so the same seed on a CPU gives the same metrics."""
+    """Seed Python, NumPy and the backend, and choose deterministic ops or speed.
+
+    ``deterministic`` (the default: the course wants the same seed to give the same
+    metrics): TensorFlow's op determinism, on JAX :data:`~tlkit.system.JAX_DETERMINISM_FLAG`,
+    on torch its deterministic algorithms. On a CPU this costs next to nothing. On a GPU it
+    costs speed: Keras then compiles TensorFlow models without XLA, and cuDNN and XLA keep
+    to deterministic kernels. ``False``: XLA and faster, with numbers that vary in the last
+    digits from run to run. Every run record says which (:func:`tlkit.system.execution`).
+    """
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        from tensorflow.python.framework import config as tf_config  # disable is not public
+
+        (tf_config.enable_op_determinism if deterministic else tf_config.disable_op_determinism)()
+    elif backend == "jax":
+        _jax_determinism(deterministic)
+    elif backend == "torch":
+        import torch
+
+        if deterministic:  # cuBLAS is deterministic only with a fixed workspace
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
     keras.utils.set_random_seed(seed)
-    if deterministic and keras.config.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
 
 
+def _jax_determinism(deterministic: bool) -> None:
+    """Put :data:`~tlkit.system.JAX_DETERMINISM_FLAG` in ``XLA_FLAGS`` or take it out. XLA
+    reads its flags once, when JAX starts on a device: later, a GPU keeps what it started
+    with, and says so."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    if (JAX_DETERMINISM_FLAG in flags) == deterministic:
+        return
+    from jax._src import xla_bridge  # no public way to ask whether JAX has started
+
+    if xla_bridge.backends_are_initialized():
+        if accelerators():
+            warnings.warn(f"tlkit: JAX has started on the GPU, whose ops stay "
+                          f"{'non-' if deterministic else ''}deterministic: choose with "
+                          "set_seed before the first computation, or set XLA_FLAGS="
+                          f"{JAX_DETERMINISM_FLAG} before starting Python",
+                          RuntimeWarning, stacklevel=3)
+        return
+    name = JAX_DETERMINISM_FLAG.split("=")[0]
+    flags = [f for f in flags if f.split("=")[0] != name] + ([JAX_DETERMINISM_FLAG] if deterministic else [])
+    os.environ["XLA_FLAGS"] = " ".join(flags)
+
+
+# NVIDIA GPUs compute bfloat16 natively from compute capability 8.0 on (Ampere: A100 8.0,
+# L4 8.9; Hopper: H100 9.0); older ones (T4 7.5, V100 7.0) compute float16 natively instead.
+BF16_CAPABILITY = (8, 0)
 # Models whose training runs faster in mixed bfloat16 on a CPU with native bfloat16
 # (AVX512-BF16 or AMX), as `tlkit bench` measures in its kernels part: dense convolutions
 # gain, depthwise ones (the MobileNets) do not, and an emulated bfloat16 is much slower.
 CPU_BF16_MODELS = ("cnn",)
 
 
-def configure_precision(policy: str = "auto", model: str | None = None) -> str:
-    """Set Keras's global precision policy and return it.
+def choose_precision(devices: Sequence[dict], cpu_bf16: bool, model: str | None = None,
+                     backend: str = "tensorflow") -> str:
+    """The precision policy for ``devices`` (:func:`tlkit.system.accelerator_info`'s list).
 
-    ``auto``: on a GPU, mixed bfloat16 where supported, else mixed float16 (Keras adds loss
-    scaling); on a CPU, mixed bfloat16 for ``model`` in :data:`CPU_BF16_MODELS` when the CPU
-    computes bfloat16 natively, else float32.
+    Accelerators, the same on every backend: mixed bfloat16 where every one computes it
+    natively (a TPU; an NVIDIA GPU of compute capability :data:`BF16_CAPABILITY` or more),
+    else mixed float16 (Keras adds loss scaling): T4, V100, a GPU of unknown capability.
+    No accelerator: float32, except mixed bfloat16 for ``model`` in :data:`CPU_BF16_MODELS`
+    on TensorFlow when ``cpu_bf16`` (the CPU computes bfloat16 natively). JAX keeps float32
+    on a CPU, where its XLA kernels gain nothing from bfloat16: on a CPU with AVX512-BF16 the
+    course CNN trained at about half its float32 speed in mixed bfloat16.
     """
+    if devices:
+        native = all(d["kind"] == "tpu" or (d["compute_capability"] or (0, 0)) >= BF16_CAPABILITY
+                     for d in devices)
+        return "mixed_bfloat16" if native else "mixed_float16"
+    if model in CPU_BF16_MODELS and cpu_bf16 and backend == "tensorflow":
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def configure_precision(policy: str = "auto", model: str | None = None) -> str:
+    """Set Keras's global precision policy and return it; ``auto``: :func:`choose_precision`
+    for this machine's devices and backend."""
     if policy == "auto":
-        policy = "float32"
-        if accelerators():
-            policy = "mixed_bfloat16" if _supports_bf16() else "mixed_float16"
-        elif model in CPU_BF16_MODELS and cpu_bf16() and keras.config.backend() == "tensorflow":
-            policy = "mixed_bfloat16"
+        policy = choose_precision(accelerator_info(), cpu_bf16(), model, keras.config.backend())
     keras.mixed_precision.set_global_policy(policy)
     return policy
-
-
-def _supports_bf16() -> bool:
-    backend = keras.config.backend()
-    try:
-        if backend == "torch":
-            import torch
-
-            return bool(torch.cuda.is_bf16_supported())
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-            return cc[0] >= 8
-    except (ImportError, IndexError, RuntimeError):
-        return False
-    return True  # JAX on GPU/TPU: bfloat16 is native on current hardware
 
 
 _STRATEGIES: dict[tuple[str, ...] | None, object] = {}
