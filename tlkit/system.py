@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 TMP_MARK = ".tlkit-tmp"  # every temporary file of an atomic write carries this in its name
+TEMP_MAX_AGE_S = 3600.0  # older temporary files belong to killed writers and are removed
 
 
 class TlkitError(Exception):
@@ -94,7 +95,7 @@ def write_text(text: str, path: str | Path) -> Path:
     return write_bytes(text.encode(), path)
 
 
-def clean_temp_files(folder: str | Path, older_than_s: float = 3600.0) -> int:
+def clean_temp_files(folder: str | Path, older_than_s: float = TEMP_MAX_AGE_S) -> int:
     """Remove temporary files that killed writers left under ``folder``; returns how many.
 
     Only files older than ``older_than_s`` go, so a writer at work in another process keeps its own.
@@ -219,7 +220,7 @@ def clear_cache(kinds: Iterable[str] = CACHE_KINDS) -> dict[str, int]:
         folder, n, now = cache_dir() / kind, 0, time.time()
         for p in (folder.rglob("*") if folder.is_dir() else ()):
             st = p.stat()
-            if p.is_file() and not (TMP_MARK in p.name and now - st.st_mtime < 3600):
+            if p.is_file() and not (TMP_MARK in p.name and now - st.st_mtime < TEMP_MAX_AGE_S):
                 p.unlink()
                 n += st.st_size
         freed[kind] = n
