@@ -108,6 +108,28 @@ def offline():
         pytest.skip("this machine is online: the offline error path would download instead")
 
 
+def count_opens(monkeypatch) -> list:
+    """The paths tlkit.system opens from now on (it hashes files): whether a file was read."""
+    import tlkit.system as system
+
+    reads, real = [], open
+    monkeypatch.setattr(system, "open", lambda p, *a, **k: reads.append(p) or real(p, *a, **k),
+                        raising=False)
+    return reads
+
+
+def replicas() -> int:
+    """How many devices a training step runs on here (1: nothing distributed)."""
+    import keras
+
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    distribution = keras.distribution.distribution()
+    return int(distribution.device_mesh.devices.size) if distribution else 1
+
+
 # --------------------------------------------------------------------------- images on disk
 
 def png_bytes(rng: np.random.Generator, size: int | tuple[int, int] = 8, colour=None) -> bytes:

@@ -1,9 +1,11 @@
-"""The data-set cache heals and stays bounded: damaged entries are rebuilt, a disk that cannot
-be written means no cache, temp files of killed runs go, keys follow content (not mtime, not
-arguments that do not change the arrays), and ``tlkit cache info/clear`` show and free it."""
+"""The package's cache: the data-set cache heals and stays bounded (damaged entries are rebuilt,
+a disk that cannot be written means no cache, temp files of killed runs go), keys follow
+content (not mtime, not arguments that do not change the arrays), files and arrays are hashed
+by content, and ``tlkit cache info/clear`` show and free it."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import tarfile
@@ -14,10 +16,12 @@ import numpy as np
 import pytest
 
 import tlkit.data as data
-from conftest import image_files, write_folder, write_tar
+import tlkit.system as system
+from conftest import count_opens, image_files, write_folder, write_tar
+from tlkit import TlkitError
 from tlkit.cli import main
-from tlkit.data import DatasetError, load_dataset
-from tlkit.system import TMP_MARK
+from tlkit.data import load_dataset
+from tlkit.system import TMP_MARK, cache_usage, clear_cache, file_digest, fingerprint
 
 
 def _entries(cache_dir) -> list:
@@ -182,6 +186,47 @@ def test_folder_key_sees_a_replaced_file(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
+def test_cache_dir_follows_the_environment(cache_dir, tmp_path, monkeypatch):
+    assert system.cache_dir() == cache_dir
+    monkeypatch.delenv("TLKIT_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert system.cache_dir() == tmp_path / ".cache" / "tlkit"
+
+
+def test_fingerprint():
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert fingerprint(a) == fingerprint(a.copy())
+    assert fingerprint(a) != fingerprint(a.reshape(4, 3))
+    b = a.copy()
+    b[0, 0] = 99
+    assert fingerprint(a) != fingerprint(b)
+
+
+def test_file_digest_follows_content_and_reads_an_unchanged_file_once(tmp_path, monkeypatch):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 3000)
+    reads = count_opens(monkeypatch)
+    digest = file_digest(path)
+    assert digest == hashlib.sha256(b"a" * 3000).hexdigest()
+    assert file_digest(path) == digest and len(reads) == 1
+    assert file_digest(path, "sha1") == hashlib.sha1(b"a" * 3000).hexdigest() and len(reads) == 2
+    # touched, or copied elsewhere: the same content, the same digest
+    os.utime(path, (time.time() + 100,) * 2)
+    copy = tmp_path / "elsewhere" / "w.bin"
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    assert file_digest(path) == file_digest(copy) == digest
+    # other content of the same size swapped in under the same name and mtime
+    st = path.stat()
+    (tmp_path / "new.bin").write_bytes(b"b" * 3000)
+    os.replace(tmp_path / "new.bin", path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert file_digest(path) == hashlib.sha256(b"b" * 3000).hexdigest()
+    # without the memo every call reads the file
+    n = len(reads)
+    assert file_digest(path, memo=False) == file_digest(path, memo=False) and len(reads) == n + 2
+
+
 # --------------------------------------------------------------------------- info and clear
 
 def _fake_features(cache_dir, n: int = 2) -> None:
@@ -197,18 +242,18 @@ def test_cache_usage_and_clear(tmp_path, cache_dir):
     load_dataset(src)
     load_dataset(src, image_size=16)
     _fake_features(cache_dir)
-    usage = data.cache_usage()
+    usage = cache_usage()
     assert set(usage) == {"datasets", "features"}
     assert usage["datasets"]["entries"] == 2 and usage["features"]["entries"] == 2
     assert usage["datasets"]["bytes"] == sum(p.stat().st_size for p in _entries(cache_dir))
     assert usage["features"]["bytes"] > 4 * 10 * 4 * 2
-    freed = data.clear_cache(["datasets"])
+    freed = clear_cache(["datasets"])
     assert freed["datasets"] == usage["datasets"]["bytes"] and not _entries(cache_dir)
-    assert data.cache_usage()["features"]["entries"] == 2
-    assert data.clear_cache() == {"datasets": 0, "features": usage["features"]["bytes"]}
-    assert all(u["entries"] == 0 and u["bytes"] == 0 for u in data.cache_usage().values())
-    with pytest.raises(DatasetError, match="unknown cache kind 'models'"):
-        data.clear_cache(["models"])
+    assert cache_usage()["features"]["entries"] == 2
+    assert clear_cache() == {"datasets": 0, "features": usage["features"]["bytes"]}
+    assert all(u["entries"] == 0 and u["bytes"] == 0 for u in cache_usage().values())
+    with pytest.raises(TlkitError, match="unknown cache kind 'models'"):
+        clear_cache(["models"])
 
 
 def test_cli_cache_info_and_clear(tmp_path, cache_dir, capsys):
@@ -222,6 +267,6 @@ def test_cli_cache_info_and_clear(tmp_path, cache_dir, capsys):
     assert "tlkit cache clear" in out
     assert main(["cache", "clear", "--features"]) == 0
     assert "features" in capsys.readouterr().out
-    assert data.cache_usage()["features"]["entries"] == 0 and len(_entries(cache_dir)) == 1
+    assert cache_usage()["features"]["entries"] == 0 and len(_entries(cache_dir)) == 1
     assert main(["cache", "clear"]) == 0
     assert "freed" in capsys.readouterr().out and not _entries(cache_dir)

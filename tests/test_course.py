@@ -313,6 +313,23 @@ def test_cli_exit_status_follows_the_summary(tiny_course, monkeypatch, capsys):
     assert "FAILED in cell None: RuntimeError: boom" in capsys.readouterr().out
 
 
+def test_runner_injects_only_what_every_parameters_cell_defines(tiny_course, monkeypatch):
+    """With test_gpu_settings_are_the_parameters_cell: the runner sets no name that a notebook's
+    parameters cell lacks, so a notebook opened without the runner (Jupyter, Colab; the profile
+    from $TLKIT_PROFILE) runs the code the course run checked."""
+    src, out = _source(tiny_course)
+    injected = []
+
+    def execute_notebook(input_path, output_path, parameters, **_):
+        injected.append(set(parameters))
+
+    monkeypatch.setitem(sys.modules, "papermill", types.SimpleNamespace(execute_notebook=execute_notebook))
+    course.run_course("smoke", out=out, notebooks=src, data_dir=str(src), weights_dir=str(src),
+                      log=lambda *a, **k: None)
+    assert len(injected) == len(TINY) and all(names <= COMMON for names in injected)
+    assert {"profile", "out_dir", "data_dir", "weights_dir"} <= injected[0]
+
+
 def test_runner_refuses_mixing_profiles_and_unknown_notebooks(tiny_course, monkeypatch):
     src, out = _source(tiny_course)
     _fake_papermill(monkeypatch, {}, [])

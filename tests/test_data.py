@@ -394,19 +394,6 @@ def test_cache_invalidated_by_changed_archive(tmp_path, monkeypatch):
     assert len(calls) == 1 and ds.class_names == ["cat", "dog", "fox"]
 
 
-def test_cache_dir_from_env(cache_dir):
-    assert data.cache_dir() == cache_dir
-
-
-def test_fingerprint():
-    a = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    assert data.fingerprint(a) == data.fingerprint(a.copy())
-    assert data.fingerprint(a) != data.fingerprint(a.reshape(4, 3))
-    b = a.copy()
-    b[0, 0] = 99
-    assert data.fingerprint(a) != data.fingerprint(b)
-
-
 # --------------------------------------------------------------------------- bad arguments
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, replicas
 
 # Runs in a fresh process: the CPU must be split before the backend first touches it.
 SCRIPT = textwrap.dedent("""
@@ -94,8 +94,12 @@ def test_data_parallel_on_two_cpu_devices(backend):
 
 def test_device_scope_single_device_is_a_no_op():
     """Fewer than two devices named: nothing distributed, models build as usual."""
-    import contextlib
+    import keras
 
     from tlkit.train import device_scope
 
-    assert isinstance(device_scope(["cpu:0"]), contextlib.nullcontext)
+    with device_scope(["cpu:0"]):
+        assert replicas() == 1
+        inputs = keras.Input((4,))
+        assert keras.Model(inputs, keras.layers.Dense(2)(inputs)).output_shape == (None, 2)
+    assert replicas() == 1

@@ -3,15 +3,18 @@ and those heads inside full classifiers."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import time
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from conftest import count_opens
 from tlkit import features
 from tlkit.evaluate import evaluate, predict_proba
 from tlkit.features import extract_features, fit_head, probe
@@ -288,20 +291,24 @@ def test_probe_with_imagenet_weights_file(fake_mnv2, tiny_ds):
     run = probe("mobilenetv2", tiny_ds, img_size=96, weights="imagenet", alpha=0.35,
                 weights_dir=folder, flip_train=False, epochs=2, early_stopping=None)
     assert run.feats.weights_source == f"imagenet:{path.resolve()}"
-    assert run.feats.dim == 1280 and run.note == ""
+    assert run.feats.dim == 1280
     info = run.model_info()
     assert info["frozen"] and info["feature_dim"] == 1280 and info["weights_source"].startswith("imagenet:")
     assert {"train", "val", "test", "summary"} == set(run.evaluation)
     assert run.wall_seconds > 0
 
 
-def test_weights_stamp_is_memoised(cnn_weights, monkeypatch):
-    """The content hash of a weights file is computed once while the file is unchanged."""
-    features._file_digest.cache_clear()
-    source = f"file:{cnn_weights}"
-    assert features.weights_stamp(source) == features.weights_stamp(source)
-    info = features._file_digest.cache_info()
-    assert info.misses == 1 and info.hits == 1
+def test_weights_stamp_is_size_and_content(cnn_weights, tmp_path, monkeypatch):
+    """A weights file is stamped by its size and SHA-256, read once while unchanged (every
+    split asks for its stamp); a download by its source."""
+    content = Path(cnn_weights).read_bytes()
+    path = tmp_path / "w.weights.h5"
+    path.write_bytes(content)
+    reads = count_opens(monkeypatch)
+    expected = f"{len(content)}|{hashlib.sha256(content).hexdigest()}"
+    for _ in range(3):
+        assert features.weights_stamp(f"file:{path}") == expected
+    assert len(reads) == 1
     assert features.weights_stamp("imagenet:download") == "imagenet:download"
 
 

@@ -1,6 +1,7 @@
 """tlkit.records: atomic JSON, the record's fields, reading records back."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -208,6 +209,18 @@ def test_bad_json_is_named(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(RecordError, match="broken.json is not valid JSON"):
         read_records(tmp_path)
+
+
+def test_weights_origin_is_read_from_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "w.h5"
+    path.write_bytes(b"converted weights")
+    assert records.weights_origin(f"imagenet:{path}") == "Keras file"
+    monkeypatch.setitem(records.CONVERTED_WEIGHTS, hashlib.sha256(b"converted weights").hexdigest(),
+                        "converted TF-slim checkpoint")
+    assert records.weights_origin(f"imagenet:{path}") == "converted TF-slim checkpoint"
+    assert records.weights_origin("imagenet:download") == "Keras download"
+    assert records.weights_origin(f"file:{path}") is None
+    assert records.weights_origin(f"imagenet:{tmp_path / 'missing.h5'}") is None
 
 
 def test_run_prefix_and_label():

@@ -30,7 +30,7 @@ def _info(a: argparse.Namespace) -> None:
 
 
 def _cache(a: argparse.Namespace) -> None:
-    from tlkit.data import CACHE_KINDS, cache_dir, cache_usage, clear_cache
+    from tlkit.system import CACHE_KINDS, cache_dir, cache_usage, clear_cache
 
     def mb(n: int) -> str:
         return f"{n / 2**20:.1f} MB"

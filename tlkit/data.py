@@ -12,7 +12,6 @@ import hashlib
 import io
 import os
 import tarfile
-import time
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,14 +21,14 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from tlkit import TlkitError
-from tlkit.system import TMP_MARK, cache_load, cache_store, clean_temp_files, download_timeout
+from tlkit.system import (cache_dir, cache_key, cache_load, cache_store, clean_temp_files,
+                          download_timeout, file_digest)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
 BUILTIN = ("synthetic", "cifar10", "cifar100", "flowers")
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
-CACHE_VERSION = 3
-CACHE_KINDS = ("datasets", "features")  # the folders under cache_dir()
+CACHE_VERSION = 3  # of the data-set cache entries under cache_dir() / "datasets"
 MAX_IMAGE_BYTES = 64 * 2**20  # a larger file or archive member is skipped, never read whole
 MAX_IMAGE_PIXELS = 50_000_000  # an image that would decode to more pixels is skipped
 
@@ -526,11 +525,6 @@ def class_weights(y: np.ndarray, num_classes: int | None = None) -> dict[int, fl
 
 # --------------------------------------------------------------------------- lookup and cache
 
-def cache_dir() -> Path:
-    """Where decoded arrays and features are cached (``$TLKIT_CACHE_DIR``)."""
-    return Path(os.environ.get("TLKIT_CACHE_DIR", Path.home() / ".cache" / "tlkit"))
-
-
 def data_dirs(data_dir: str | Path | None = None) -> list[Path]:
     """The folders searched for local data sets, in order."""
     dirs = [data_dir, os.environ.get("TLKIT_DATA_DIR")]
@@ -550,10 +544,6 @@ def find_local(name: str, data_dir: str | Path | None = None) -> Path | None:
     return None
 
 
-def _cache_key(*parts) -> str:
-    return hashlib.sha1(repr((CACHE_VERSION,) + parts).encode()).hexdigest()[:16]
-
-
 def _source_stamp(path: Path) -> tuple:
     """What identifies a source's content in a cache key. A file: its size and a hash of its
     bytes (a rewritten archive of the same size and time is still seen). A folder: every
@@ -566,11 +556,7 @@ def _source_stamp(path: Path) -> tuple:
             size, mtime = (st.st_size, st.st_mtime_ns) if p.is_file() else (-1, 0)
             h.update(f"{p.relative_to(path).as_posix()}\0{size}\0{mtime}\n".encode())
         return ("folder", h.hexdigest())
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return ("file", path.stat().st_size, h.hexdigest())
+    return ("file", path.stat().st_size, file_digest(path, "sha1", memo=False))
 
 
 def _wanted(image_size: int | None, fallback_size: int | None) -> list[tuple]:
@@ -632,48 +618,15 @@ def _load_path(path: Path, image_size: int | None, fallback_size: int | None) ->
     folder = cache_dir() / "datasets"
     clean_temp_files(folder)
     for tag, accept in _wanted(image_size, fallback_size):
-        raw = cache_load(folder / f"{_cache_key(kind, stamp, tag)}.npz",
+        raw = cache_load(folder / f"{cache_key(CACHE_VERSION, kind, stamp, tag)}.npz",
                          lambda p: _read_entry(p, accept))
         if raw is not None:
             return raw
     read = read_tfrecords if tfrec else read_images
     raw = read(path, image_size, fallback_size)
     tag = (image_size or fallback_size) if raw["sizes"]["resized"] else "native"
-    _write_entry(folder / f"{_cache_key(kind, stamp, tag)}.npz", raw)
+    _write_entry(folder / f"{cache_key(CACHE_VERSION, kind, stamp, tag)}.npz", raw)
     return raw
-
-
-def cache_usage() -> dict[str, dict]:
-    """Per cache kind (``datasets``, ``features``): its folder, entries, bytes, and the
-    temporary files killed runs left (``temp_files``, ``temp_bytes``)."""
-    out = {}
-    for kind in CACHE_KINDS:
-        folder = cache_dir() / kind
-        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
-        temp = [p for p in files if TMP_MARK in p.name]
-        kept = [p for p in files if TMP_MARK not in p.name]
-        out[kind] = {"folder": str(folder), "entries": len({p.with_suffix("") for p in kept}),
-                     "bytes": sum(p.stat().st_size for p in kept), "temp_files": len(temp),
-                     "temp_bytes": sum(p.stat().st_size for p in temp)}
-    return out
-
-
-def clear_cache(kinds: Iterable[str] = CACHE_KINDS) -> dict[str, int]:
-    """Remove every entry of the given cache kinds; returns the bytes freed per kind.
-
-    Temporary files younger than an hour stay: they may belong to a run writing right now."""
-    freed = {}
-    for kind in kinds:
-        if kind not in CACHE_KINDS:
-            raise DatasetError(f"unknown cache kind '{kind}': use {', '.join(CACHE_KINDS)}")
-        folder, n, now = cache_dir() / kind, 0, time.time()
-        for p in (folder.rglob("*") if folder.is_dir() else ()):
-            st = p.stat()
-            if p.is_file() and not (TMP_MARK in p.name and now - st.st_mtime < 3600):
-                p.unlink()
-                n += st.st_size
-        freed[kind] = n
-    return freed
 
 
 def _download_hint(name: str) -> str:
@@ -824,11 +777,3 @@ def _assemble(raw: dict, name: str, source: str, limit: int | None, val_fraction
                    y_train=ytr, x_val=xv, y_val=yv, x_test=xte, y_test=yte,
                    corrupt=list(raw["corrupt"]))
 
-
-def fingerprint(*arrays: np.ndarray) -> str:
-    """A short content hash of arrays (used to key cached features)."""
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(str(a.shape).encode())
-        h.update(np.ascontiguousarray(a).data)
-    return h.hexdigest()[:16]

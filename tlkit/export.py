@@ -55,11 +55,6 @@ def unavailable(fmt: str) -> str | None:
     return None
 
 
-def available_formats() -> list[str]:
-    """The formats this installation can export."""
-    return [f for f in FORMATS if unavailable(f) is None]
-
-
 _TF2ONNX_PATCHED = False
 
 

@@ -12,36 +12,23 @@ means running without the cache, and temporary files of killed runs are cleaned 
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from tlkit.cnn import HorizontalFlip, adapt
-from tlkit.data import Dataset, cache_dir, fingerprint, stratified_split
+from tlkit.data import Dataset, stratified_split
 from tlkit.models import build_extractor, get_spec, head_model, resolve_weights
-from tlkit.system import cache_load, cache_store, clean_temp_files, write_json
+from tlkit.system import (cache_dir, cache_key, cache_load, cache_store, clean_temp_files,
+                          file_digest, fingerprint, write_json)
 from tlkit.train import TrainResult, fit
 
 FEATURES_VERSION = 2
-
-
-@functools.lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
-    """SHA-256 of a file's content, memoised per (path, size, mtime, ctime, inode): a file
-    replaced in place changes its inode and ctime even where size and mtime are kept."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_stamp(source: str) -> str:
@@ -49,10 +36,7 @@ def weights_stamp(source: str) -> str:
     hash (a replaced file changes the key; a touched, moved or copied one does not)."""
     path = source.split(":", 1)[-1]
     if os.path.isfile(path):
-        st = os.stat(path)
-        digest = _file_digest(os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                              st.st_ino)
-        return f"{st.st_size}|{digest}"
+        return f"{os.path.getsize(path)}|{file_digest(path)}"
     return source
 
 
@@ -62,7 +46,7 @@ def feature_key(*parts) -> str:
     precision policy, since features computed in bfloat16, or by another backend's kernels,
     differ from float32 ones and are never mixed with them."""
     here = (keras.config.backend(), keras.mixed_precision.global_policy().name)
-    return hashlib.sha1(repr((FEATURES_VERSION, *parts, *here)).encode()).hexdigest()[:20]
+    return cache_key(FEATURES_VERSION, *parts, *here, length=20)
 
 
 @dataclass
@@ -195,7 +179,7 @@ def evaluate_head(head: keras.Model, feats: Features, ds: Dataset, *, train_frac
     from tlkit.evaluate import evaluate
 
     idx = train_indices(ds.y_train, train_fraction, seed)
-    trained = dataclasses.replace(ds, x_train=ds.x_train[idx], y_train=ds.y_train[idx])
+    trained = replace(ds, x_train=ds.x_train[idx], y_train=ds.y_train[idx])
     return evaluate(head, trained, inputs={**feats.splits, "train": feats.splits["train"][idx]}, seed=seed)
 
 
@@ -238,13 +222,12 @@ class ProbeRun:
     head: keras.Model
     result: TrainResult
     evaluation: dict
-    note: str = ""
 
     def model_info(self) -> dict:
         return {"base": self.feats.base, "img_size": self.feats.img_size, "frozen": True,
                 "weights_source": self.feats.weights_source, "head_params": self.head.count_params(),
                 "backbone_params": self.feats.backbone_params, "feature_dim": self.feats.dim,
-                "extraction": self.feats.info(), "note": self.note}
+                "extraction": self.feats.info()}
 
     @property
     def wall_seconds(self) -> float:
@@ -254,29 +237,14 @@ class ProbeRun:
 
 def probe(base: str, ds: Dataset, *, img_size: int | None = None, weights: str | None = None,
           alpha: float | None = None, weights_dir: str | Path | None = None,
-          fallback_to_random: bool = False, flip_train: bool = True, batch_size: int = 128,
-          **head_kwargs) -> ProbeRun:
-    """Extract (or read cached) features, fit a head and evaluate it on every split.
-
-    With ``fallback_to_random``, a backbone whose ImageNet weights are neither local nor
-    downloadable is built with random weights instead, and the run says so in ``note``.
-    """
-    from tlkit.models import ModelError
-
-    note = ""
-    try:
-        feats = extract_features(base, ds, img_size=img_size, weights=weights, alpha=alpha,
-                                 weights_dir=weights_dir, flip_train=flip_train, batch_size=batch_size)
-    except ModelError:
-        if not fallback_to_random or str(weights).lower() != "imagenet":
-            raise
-        note = "no ImageNet weights here: random backbone (from scratch, not transfer)"
-        feats = extract_features(base, ds, img_size=img_size, weights="none", alpha=alpha,
-                                 flip_train=flip_train, batch_size=batch_size, cache=False)
+          flip_train: bool = True, batch_size: int = 128, **head_kwargs) -> ProbeRun:
+    """Extract (or read cached) features, fit a head and evaluate it on every split."""
+    feats = extract_features(base, ds, img_size=img_size, weights=weights, alpha=alpha,
+                             weights_dir=weights_dir, flip_train=flip_train, batch_size=batch_size)
     head, result = fit_head(feats, ds, **head_kwargs)
     evaluation = evaluate_head(head, feats, ds, train_fraction=head_kwargs.get("train_fraction", 1.0),
                                seed=head_kwargs.get("seed", 0))
-    return ProbeRun(feats, head, result, evaluation, note)
+    return ProbeRun(feats, head, result, evaluation)
 
 
 def per_class_indices(y: np.ndarray, per_class: int | None, seed: int = 0) -> np.ndarray:
@@ -300,5 +268,5 @@ def train_subset(feats: Features, ds: Dataset, idx: np.ndarray) -> tuple[Feature
     features too); validation and test splits unchanged. Train a head on them with
     :func:`fit_head` and score it with :func:`evaluate_head`."""
     splits = {k: (v[idx] if k in ("train", "train_flip") else v) for k, v in feats.splits.items()}
-    return (dataclasses.replace(feats, splits=splits),
-            dataclasses.replace(ds, x_train=ds.x_train[idx], y_train=ds.y_train[idx]))
+    return (replace(feats, splits=splits),
+            replace(ds, x_train=ds.x_train[idx], y_train=ds.y_train[idx]))

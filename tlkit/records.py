@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tlkit import TlkitError
-from tlkit.system import execution, hardware, jsonable, write_json
+from tlkit.system import execution, file_digest, hardware, jsonable, write_json
 
 SCHEMA = 1
 # What produced a record: ``tlkit train`` (train) and the course notebooks (the others).
@@ -330,13 +330,7 @@ def weights_origin(source: str) -> str | None:
     path = Path(source.split(":", 1)[-1]) if source.startswith("imagenet:") else None
     if path is None or not path.is_file():
         return None
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return CONVERTED_WEIGHTS.get(h.hexdigest(), "Keras file")
+    return CONVERTED_WEIGHTS.get(file_digest(path), "Keras file")
 
 
 def weights_kind(source: str, kind: str | None = None, origin: str | None = None) -> str:

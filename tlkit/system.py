@@ -1,10 +1,12 @@
-"""The bottom of the house: atomic file writes, self-healing cache reads, download timeouts,
-the hardware probe and opt-in log quieting. Every layer may import this module; it imports no
-other tlkit module.
+"""The bottom of the house: atomic file writes, the package's cache (folder, keys, file
+hashes, self-healing reads, usage and clearing), download timeouts, the hardware probe and
+opt-in log quieting. Every layer may import this module; it imports no other tlkit module.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -18,11 +20,16 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 TMP_MARK = ".tlkit-tmp"  # every temporary file of an atomic write carries this in its name
+TEMP_MAX_AGE_S = 3600.0  # older temporary files belong to killed writers and are removed
+
+
+class TlkitError(Exception):
+    """A user-facing error: the message says what went wrong and how to fix it."""
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -90,7 +97,7 @@ def write_text(text: str, path: str | Path) -> Path:
     return write_bytes(text.encode(), path)
 
 
-def clean_temp_files(folder: str | Path, older_than_s: float = 3600.0) -> int:
+def clean_temp_files(folder: str | Path, older_than_s: float = TEMP_MAX_AGE_S) -> int:
     """Remove temporary files that killed writers left under ``folder``; returns how many.
 
     Only files older than ``older_than_s`` go, so a writer at work in another process keeps its own.
@@ -108,6 +115,57 @@ def clean_temp_files(folder: str | Path, older_than_s: float = 3600.0) -> int:
 
 
 # --------------------------------------------------------------------------- caches
+
+CACHE_KINDS = ("datasets", "features")  # the folders under cache_dir()
+
+
+def cache_dir() -> Path:
+    """Where decoded arrays and features are cached (``$TLKIT_CACHE_DIR``)."""
+    return Path(os.environ.get("TLKIT_CACHE_DIR", Path.home() / ".cache" / "tlkit"))
+
+
+def cache_key(*parts: Any, length: int = 16) -> str:
+    """A short SHA-1 of ``repr(parts)``: an entry's name from everything that decides it
+    (put the cache's format version first, so a new format never reads an old entry)."""
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:length]
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A short content hash of arrays, their shapes included (keys cached features)."""
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()[:16]
+
+
+def _hash_file(path: str, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_unchanged(path: str, algorithm: str, size: int, mtime_ns: int, ctime_ns: int,
+                    inode: int) -> str:
+    return _hash_file(path, algorithm)
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256", memo: bool = True) -> str:
+    """The hex digest of a file's content (``algorithm``: a :mod:`hashlib` name).
+
+    ``memo`` hashes a file once per process while it is unchanged: memoised per (real path,
+    size, mtime, ctime, inode), so a file replaced (new inode) or rewritten (new ctime) is
+    hashed again, even with its size and mtime kept. Without it every call reads the file,
+    which also sees a rewrite within one tick of the file system's clock."""
+    real = os.path.realpath(path)
+    if not memo:
+        return _hash_file(real, algorithm)
+    st = os.stat(real)
+    return _hash_unchanged(real, algorithm, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
 
 def cache_load(path: Path, load: Callable[[Path], Any]) -> Any | None:
     """Read a cache entry, or None when it is missing. A corrupt or truncated entry is
@@ -136,6 +194,39 @@ def cache_store(path: Path, write: Callable[[Path], None], suffix: str = "") -> 
         warnings.warn(f"tlkit: could not write cache entry {path} ({e.strerror or e}); "
                       "running without the cache", RuntimeWarning, stacklevel=2)
         return False
+
+
+def cache_usage() -> dict[str, dict]:
+    """Per cache kind (``datasets``, ``features``): its folder, entries, bytes, and the
+    temporary files killed runs left (``temp_files``, ``temp_bytes``)."""
+    out = {}
+    for kind in CACHE_KINDS:
+        folder = cache_dir() / kind
+        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        temp = [p for p in files if TMP_MARK in p.name]
+        kept = [p for p in files if TMP_MARK not in p.name]
+        out[kind] = {"folder": str(folder), "entries": len({p.with_suffix("") for p in kept}),
+                     "bytes": sum(p.stat().st_size for p in kept), "temp_files": len(temp),
+                     "temp_bytes": sum(p.stat().st_size for p in temp)}
+    return out
+
+
+def clear_cache(kinds: Iterable[str] = CACHE_KINDS) -> dict[str, int]:
+    """Remove every entry of the given cache kinds; returns the bytes freed per kind.
+
+    Temporary files younger than an hour stay: they may belong to a run writing right now."""
+    freed = {}
+    for kind in kinds:
+        if kind not in CACHE_KINDS:
+            raise TlkitError(f"unknown cache kind '{kind}': use {', '.join(CACHE_KINDS)}")
+        folder, n, now = cache_dir() / kind, 0, time.time()
+        for p in (folder.rglob("*") if folder.is_dir() else ()):
+            st = p.stat()
+            if p.is_file() and not (TMP_MARK in p.name and now - st.st_mtime < TEMP_MAX_AGE_S):
+                p.unlink()
+                n += st.st_size
+        freed[kind] = n
+    return freed
 
 
 # --------------------------------------------------------------------------- downloads
