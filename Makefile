@@ -55,6 +55,9 @@ endif
 	$(BIN)/tlkit book build
 	test -f _build/html/index.html
 	$(BIN)/tlkit bench --suite smoke --course-summary runs/ci-smoke/summary.json --out runs/ci-bench
+	# Colab's stack (Python 3.12, TF 2.19, Keras 3.10, numpy 2.0, protobuf 5.29): installing tlkit,
+	# [serve] and [course] keeps it, and notebooks 01 and 06 run there (smoke)
+	bash .ci/colab_like.sh
 
 # The camera page in headless Chromium: Debian's chromium package, driven by Playwright.
 test-page: $(STAMP)
