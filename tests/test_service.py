@@ -252,8 +252,24 @@ def test_load_script_is_bounded_and_reports(tmp_path, model_file):
 
 
 def _answer(sock: socket.socket) -> bytes:
+    """A whole HTTP answer: its head, then as many body bytes as its content-length says
+    (one recv may return the head alone)."""
     sock.settimeout(20)
-    return sock.recv(65536)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def test_uploads_beyond_max_concurrent_get_503_and_a_stalled_body_408(predictor):
