@@ -281,10 +281,28 @@ def accelerators() -> list[str]:
     return []
 
 
+def gpu_names() -> list[str]:
+    """The accelerators the Keras backend sees, by the driver's model name (``Tesla T4``)."""
+    import keras
+
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [tf.config.experimental.get_device_details(d).get("device_name", d.name)
+                for d in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+    return accelerators()  # torch: already the model names
+
+
 def hardware() -> dict:
-    """CPU model, cores, bf16 support, accelerators and platform: where a result came from."""
+    """CPU model, cores, bf16 support, accelerators (by model name) and platform: where a
+    result came from."""
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "cpu_bf16": cpu_bf16(),
-            "gpus": accelerators(), "platform": platform.platform()}
+            "gpus": gpu_names(), "platform": platform.platform()}
 
 
 def cpu_load() -> float | None:
