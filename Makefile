@@ -55,6 +55,8 @@ endif
 	$(BIN)/tlkit book build
 	test -f _build/html/index.html
 	$(BIN)/tlkit bench --suite smoke --course-summary runs/ci-smoke/summary.json --out runs/ci-bench
+	# the gpu suite's code paths on a few batches (a CPU, or --dry-run): its goals table, each 'not measured'
+	$(BIN)/tlkit bench --suite gpu --dry-run --course-summary runs/ci-smoke/summary.json --out runs/ci-bench-gpu
 	# Colab's stack (Python 3.12, TF 2.19, Keras 3.10, numpy 2.0, protobuf 5.29): installing tlkit,
 	# [serve] and [course] keeps it, and notebooks 01 and 06 run there (smoke)
 	bash .ci/colab_like.sh

@@ -94,3 +94,138 @@ def test_finetune_part_runs_the_course_recipe():
     assert min(ft["extract_seconds"], ft["head_seconds"], ft["finetune_seconds"]) > 0
     assert ft["wall_seconds"] == pytest.approx(parts, abs=0.2)
     assert 0 <= ft["head_test_accuracy"] <= 1 and 0 <= ft["test_accuracy"] <= 1 and ft["tta"]
+
+
+# --------------------------------------------------------------------------- the gpu suite
+
+H100, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"
+GPU_GOALS = ["gpu_course", "gpu_scratch", "frozen", "gpu_finetune", "resnet50"]
+
+
+def gpu_bench(**changes) -> dict:
+    """A gpu-suite bench file measured on one H100, every goal met; ``changes`` update a part
+    (None: the part was not run)."""
+    b = {"suite": "gpu", "dry_run": False, "hardware": {"gpus": [H100]},
+         "gpu_course": {"profile": "gpu", "total": 1100.0, "status": "ok", "gpus": [H100]},
+         "scratch": scratch(0.94, 600, 0.80, "cifar10"),
+         "frozen_mobilenetv2": {"by_size": {"224": 0.90}, "train_images": 45000, "dataset": "cifar10"},
+         "finetune": {"test_accuracy": 0.96, "wall_seconds": 300, "dataset": "cifar10"},
+         "resnet50": {"img_size": 224, "precision": "mixed_bfloat16", "on_gpu": True, "device": H100,
+                      "by_batch": {"128": 1500.0}, "batch": 128, "images_per_second": 1500.0,
+                      "seconds": 20.0, "warmup_steps": 10}}
+    for key, change in changes.items():
+        b[key] = None if change is None else {**b[key], **change}
+    return b
+
+
+def judged(b: dict) -> dict:
+    """Goal key → met, or why it is not judged."""
+    names = {bench.GOALS[k][0]: k for k in bench.GOALS}
+    return {names[g["goal"]]: g["met"] if g["met"] is not None else g["why"] for g in bench.goal_rows(b)}
+
+
+def test_gpu_goals_are_judged_where_measured_as_stated():
+    """On one H100 every gpu goal is judged; the course time only there, ResNet-50 on any GPU."""
+    assert judged(gpu_bench()) == dict.fromkeys(GPU_GOALS, True)
+    hardware = "not measured on this hardware (the goal is for one H100)"
+    for changes, key, verdict in [
+            (dict(gpu_course={"total": 1300.0}), "gpu_course", False),
+            (dict(gpu_course={"status": "failed: ['03']"}), "gpu_course", False),
+            (dict(gpu_course={"gpus": [H100, H100]}), "gpu_course", hardware),
+            (dict(gpu_course={"gpus": [A100]}), "gpu_course", hardware),
+            (dict(scratch={"test_accuracy": 0.92}), "gpu_scratch", False),
+            (dict(scratch={"dataset": "generated:synthetic"}), "gpu_scratch", bench.NOT_CIFAR10),
+            (dict(frozen_mobilenetv2={"by_size": {"224": 0.79}}), "frozen", False),
+            (dict(finetune={"test_accuracy": 0.94}), "gpu_finetune", False),
+            (dict(resnet50={"images_per_second": 1200.0}), "resnet50", False),
+            (dict(resnet50={"device": A100}), "resnet50", True),  # the published figure's GPU
+            (dict(resnet50={"on_gpu": False, "device": "CPU: AMD EPYC"}), "resnet50",
+             "not measured on this hardware (a GPU goal)"),
+            (dict(resnet50={"batch": None, "images_per_second": None, "by_batch": {"256": None}}), "resnet50",
+             False),  # no batch fitted
+            (dict(finetune=None), "gpu_finetune", bench.NOT_RUN)]:
+        v = judged(gpu_bench(**changes))
+        assert list(v) == GPU_GOALS and v[key] == verdict, (changes, v)
+        assert all(v[k] is True for k in GPU_GOALS if k != key), changes
+    assert judged({**gpu_bench(), "dry_run": True}) == dict.fromkeys(GPU_GOALS, bench.DRY)
+
+
+def test_gpu_suite_on_a_faked_h100(tmp_path, monkeypatch):
+    """With a GPU the gpu suite runs in full: the gpu course's times from its summary, the
+    ResNet-50 probe at the suite's settings (its best batch; one that did not fit said so),
+    each goal judged; a smoke summary, a CPU-only part or a dry file to continue are refused."""
+    import tlkit.system as system
+
+    monkeypatch.setattr(records, "git_commit", lambda: "a" * 40)
+    monkeypatch.setattr(bench, "_dirty", lambda: False)
+    monkeypatch.setattr(bench, "accelerators", lambda: ["/physical_device:GPU:0"])
+    monkeypatch.setattr(system, "accelerators", lambda: [H100])
+    probed = []
+
+    def throughput(name, size, batches, *, seconds, warmup_steps):
+        probed.append((name, size, batches, seconds, warmup_steps))
+        return {"64": 1300.0, "128": 1500.0, "256": None}
+
+    monkeypatch.setattr(bench, "train_throughput", throughput)
+    summary = tmp_path / "summary.json"
+    course = {"profile": "gpu", "seconds": 1100.0, "failed": [], "hardware": {"gpus": [H100]},
+              "notebooks": [{"notebook": "01_cnn_from_scratch", "seconds": 300.0}]}
+    summary.write_text(json.dumps(course))
+    quiet = dict(log=lambda *a, **k: None)
+    result = bench.run_bench("gpu", out=tmp_path / "b", course_summary=summary, only=["course", "resnet50"],
+                             **quiet)
+    r = bench.SUITES["gpu"]["resnet50"]
+    assert probed == [("resnet50", 224, r["batches"], r["seconds"], r["warmup_steps"])]
+    assert not result["dry_run"] and result["resnet50"]["batch"] == 128 and result["resnet50"]["device"] == H100
+    assert result["gpu_course"]["01_cnn_from_scratch"] == 300.0
+    saved = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert judged(saved) == {"gpu_course": True, "gpu_scratch": bench.NOT_RUN, "frozen": bench.NOT_RUN,
+                             "gpu_finetune": bench.NOT_RUN, "resnet50": True}
+    md = (tmp_path / "b" / "bench.md").read_text()
+    assert "| 256 | out of memory |" in md and "| 01_cnn_from_scratch | 300.0 |" in md and "Dry run" not in md
+    summary.write_text(json.dumps({**course, "profile": "smoke"}))
+    with pytest.raises(TlkitError, match="is a smoke course run; this bench times the gpu course"):
+        bench.run_bench("gpu", out=tmp_path / "c", course_summary=summary, only=["course"], **quiet)
+    with pytest.raises(TlkitError, match="the gpu suite has no kernels part"):
+        bench.run_bench("gpu", out=tmp_path / "c", only=["kernels"], **quiet)
+    with pytest.raises(TlkitError, match="--dry-run is for the gpu suite"):
+        bench.run_bench("smoke", out=tmp_path / "c", dry_run=True, **quiet)
+    with pytest.raises(TlkitError, match="holds a full run of the gpu suite and this one is dry"):
+        bench.run_bench("gpu", out=tmp_path / "b", only=["resnet50"], dry_run=True, **quiet)
+
+
+def test_gpu_dry_run_on_a_cpu_judges_no_goal(tmp_path, monkeypatch):
+    """Without a GPU the gpu suite runs dry: the same parts at the smoke sizes (here the course
+    part on a smoke run's summary and the real ResNet-50 probe; `make test` runs every part)
+    and a goals table with every goal 'not measured (dry run)'."""
+    monkeypatch.setattr(bench, "accelerators", lambda: [])
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"profile": "smoke", "seconds": 200.0, "failed": [], "hardware": {"gpus": []},
+                                   "notebooks": [{"notebook": "01_cnn_from_scratch", "seconds": 30.0}]}))
+    result = bench.run_bench("gpu", out=tmp_path, course_summary=summary, only=["course", "resnet50"],
+                             log=lambda *a, **k: None)
+    assert result["dry_run"] and result["resnet50"]["img_size"] == bench.DRY_RUN["resnet50"]["img_size"]
+    assert result["resnet50"]["images_per_second"] > 0 and not result["resnet50"]["on_gpu"]
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert judged(saved) == dict.fromkeys(GPU_GOALS, bench.DRY)
+    md = (tmp_path / "bench.md").read_text()
+    assert "**Dry run:**" in md and md.count("| not measured (dry run) |") == len(GPU_GOALS)
+
+
+def test_train_throughput_reports_a_batch_that_does_not_fit(monkeypatch):
+    """A batch the device has no memory for is None; any other error is raised."""
+    from types import SimpleNamespace
+
+    class Model:
+        error: Exception = RuntimeError("RESOURCE_EXHAUSTED: OOM when allocating tensor")
+
+        def train_on_batch(self, x, y):
+            if x.shape[0] > 4:
+                raise self.error
+
+    monkeypatch.setattr(bench, "_trainable", lambda name, size, n: SimpleNamespace(model=Model()))
+    out = bench.train_throughput("resnet50", 8, [2, 8], seconds=0.05, warmup_steps=1)
+    assert list(out) == ["2", "8"] and out["2"] > 0 and out["8"] is None
+    Model.error = ValueError("a bad shape")
+    with pytest.raises(ValueError, match="a bad shape"):
+        bench.train_throughput("resnet50", 8, [8], seconds=0.05, warmup_steps=1)

@@ -49,7 +49,7 @@ def test_a_cpu_with_no_profile_says_what_it_runs_and_how_long(monkeypatch, capsy
     """The notebook's setup on a CPU with profile unset: the cpu settings, said, then the time."""
     monkeypatch.delenv("TLKIT_PROFILE", raising=False)
     monkeypatch.setattr(course, "accelerators", lambda: [])
-    monkeypatch.setattr(estimate, "gpu_names", lambda: [])
+    monkeypatch.setattr(estimate, "accelerators", lambda: [])
     ns = {**course.GPU["01"], "profile": None, **course.RUN_SETTINGS}
     cfg = course.resolve("01", ns)
     seconds = estimate.announce("01", cfg)

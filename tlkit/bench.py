@@ -1,7 +1,9 @@
 """Benchmarks: ``tlkit bench --suite {smoke,cpu,gpu}`` writes bench.json, bench.md and plots.
 
 Timings are reported, never asserted: the goals of the course are listed with the measured
-figure beside each, so a slow machine produces a report, not a failure.
+figure beside each, so a slow machine produces a report, not a failure. A goal is judged only
+where it was measured as it is stated (CIFAR-10, the hardware it names); the gpu suite without
+a GPU, or with ``--dry-run``, is a dry run: its parts at the smoke sizes, no goal judged.
 """
 from __future__ import annotations
 
@@ -16,28 +18,43 @@ from pathlib import Path
 
 import numpy as np
 
-from tlkit.course import GPU, profile_settings, run_course
+from tlkit import TlkitError
+from tlkit.course import GPU, NOTEBOOKS, profile_settings, run_course
 from tlkit.flops import forward_flops
 from tlkit.records import environment
-from tlkit.system import write_json, write_text
+from tlkit.system import accelerators, write_json, write_text
 
+PARTS = ("course", "kernels", "resnet50", "scratch", "frozen", "finetune", "models")  # in the order they run
+CPU_PARTS = tuple(p for p in PARTS if p != "resnet50")  # its goal is a GPU figure
+GPU_PARTS = tuple(p for p in PARTS if p != "kernels")  # oneDNN and bfloat16 on the CPU
 SUITES = {
     # profile: the course profile whose notebook settings the scratch, frozen and fine-tuning
-    # parts use (one source for the course and the bench); extra_alphas: MobileNetV2 widths
-    # probed beside the profile's own; baseline_budget: seconds for the seed-style baseline;
-    # models: the CNN and notebook 4's models_to_compare (the course's gpu list).
-    "smoke": dict(profile="smoke", extra_alphas=[], baseline_budget=15,
+    # parts use (one source for the course and the bench); course: the profile of the course
+    # run that the course part times; extra_alphas: MobileNetV2 widths probed beside the
+    # profile's own; baseline_budget: seconds for the seed-style baseline; models: the CNN and
+    # notebook 4's models_to_compare (the course's gpu list); resnet50: the training-throughput
+    # probe of the published GPU figure (input px, batch sizes, warm-up steps, seconds timed).
+    "smoke": dict(profile="smoke", course="smoke", parts=CPU_PARTS, extra_alphas=[], baseline_budget=15,
                   models=["cnn", "mobilenetv2"], model_sizes=[32], train_batch=16, steps=2,
                   kernel_batch=32, kernel_steps=2),
-    "cpu": dict(profile="cpu", extra_alphas=[0.35], baseline_budget=300,
+    "cpu": dict(profile="cpu", course="smoke", parts=CPU_PARTS, extra_alphas=[0.35], baseline_budget=300,
                 models=["cnn", *GPU["04"]["models_to_compare"]],
                 model_sizes=[128], train_batch=16, steps=2, kernel_batch=256, kernel_steps=6),
-    "gpu": dict(profile="gpu", extra_alphas=[0.35], baseline_budget=300,
-                models=["cnn", *GPU["04"]["models_to_compare"]],
-                model_sizes=[224], train_batch=128, steps=10, kernel_batch=256, kernel_steps=10),
+    "gpu": dict(profile="gpu", course="gpu", parts=GPU_PARTS, extra_alphas=[0.35], baseline_budget=300,
+                models=["cnn", *GPU["04"]["models_to_compare"]], model_sizes=[224], train_batch=128, steps=10,
+                resnet50=dict(img_size=224, batches=[64, 128, 256], warmup_steps=10, seconds=20.0)),
 }
-PARTS = ("course", "kernels", "scratch", "frozen", "finetune", "models")
+# The gpu suite's dry run (no GPU here, or --dry-run): its parts at the smoke suite's sizes
+# (the smoke profile's settings: synthetic data, random weights) cut to one epoch (shrink: the
+# settings each notebook's part changes), the course part on a smoke course run, one model in
+# the models part, ResNet-50 at 32 px on batches of 2 for a second. It checks the code, not the goals.
+DRY_RUN = {**SUITES["smoke"], "parts": GPU_PARTS, "baseline_budget": 1, "models": ["cnn"],
+           "shrink": {"01": dict(epochs=1), "02": dict(sizes=[32], head_epochs=1), "03": dict(head_epochs=1)},
+           "resnet50": dict(img_size=32, batches=[2], warmup_steps=1, seconds=1.0)}
 SCRATCH_SECONDS, FINETUNE_SECONDS = 900, 2700
+GPU_COURSE_SECONDS = 1200
+GPU_SCRATCH_ACCURACY, GPU_FINETUNE_ACCURACY = 0.93, 0.95
+RESNET50_PUBLISHED = 2470  # img/s: NVIDIA's ResNet-50 training figure on one A100 with AMP
 GOALS = {
     "smoke_course_seconds": ("smoke course on 2 CPU cores (TensorFlow)", "<= 300 s"),
     "scratch": ("CNN from scratch on CIFAR-10, 2 CPU cores", ">= 0.85 test accuracy in <= 900 s of "
@@ -46,9 +63,17 @@ GOALS = {
     "finetune": ("fine-tuned MobileNetV2 on CIFAR-10, 2 CPU cores", "above the CNN from scratch on the "
                  "same test set, in <= 45 min (features, head and fine-tuning)"),
     "kernels": ("fast CPU kernels", "oneDNN on faster than off; bfloat16 only where it wins"),
-    "gpu": ("full gpu course on one H100; ResNet50/MobileNetV2 224-px training img/s", "<= 1200 s; within 2x "
-            "of published figures (ResNet-50 ~2,470 img/s mixed precision on an A100)"),
+    "gpu_course": ("the gpu course (every notebook) on one H100", f"<= {GPU_COURSE_SECONDS} s"),
+    "gpu_scratch": ("CNN from scratch on CIFAR-10, gpu profile", f">= {GPU_SCRATCH_ACCURACY} test accuracy"),
+    "gpu_finetune": ("fine-tuned MobileNetV2 on CIFAR-10, gpu profile",
+                     f">= {GPU_FINETUNE_ACCURACY} test accuracy"),
+    "resnet50": ("ResNet-50 training at 224 px in mixed precision, one GPU",
+                 f">= {RESNET50_PUBLISHED // 2:,} img/s: within 2x of NVIDIA's published "
+                 f"{RESNET50_PUBLISHED:,} img/s on one A100 (AMP)"),
 }
+# Why a goal is not judged (a goal row's "why").
+NOT_CIFAR10, NOT_RUN = "n/a (not CIFAR-10)", "not measured (part not run)"
+DRY = "not measured (dry run)"
 
 
 # --------------------------------------------------------------------------- parts
@@ -63,20 +88,12 @@ def measure_model(name: str, size: int, num_classes: int = 10, train_batch: int 
     """
     import keras
 
-    from tlkit.models import build_classifier, unfreeze
-    from tlkit.train import compile_model
-
-    clf = build_classifier(name, num_classes, input_shape=(size, size, 3), img_size=size, weights="none",
-                           freeze=False)
-    if clf.transfer:
-        unfreeze(clf)
-    compile_model(clf.model, 1e-3, schedule="constant")
+    clf = _trainable(name, size, num_classes)
     rng = np.random.default_rng(0)
     fit_ips = step_ips = None
     if train:
         n = train_batch * steps
-        x = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
-        y = keras.utils.to_categorical(rng.integers(0, num_classes, n), num_classes)
+        x, y = _random_batch(rng, n, size, num_classes)
         clf.model.fit(x[:train_batch], y[:train_batch], batch_size=train_batch, epochs=1, verbose=0)  # trace
         t = time.perf_counter()
         clf.model.fit(x, y, batch_size=train_batch, epochs=1, verbose=0)
@@ -99,6 +116,63 @@ def measure_model(name: str, size: int, num_classes: int = 10, train_batch: int 
             "precision": keras.mixed_precision.global_policy().name, **trained,
             "inference_images_per_second": round(infer_ips, 2),
             "inference_flops_per_second": round(flops * infer_ips)}
+
+
+def _trainable(name: str, size: int, num_classes: int):
+    """A registry model with random weights, every layer trainable, compiled as the course does."""
+    from tlkit.models import build_classifier, unfreeze
+    from tlkit.train import compile_model
+
+    clf = build_classifier(name, num_classes, input_shape=(size, size, 3), img_size=size, weights="none",
+                           freeze=False)
+    if clf.transfer:
+        unfreeze(clf)
+    compile_model(clf.model, 1e-3, schedule="constant")
+    return clf
+
+
+def _random_batch(rng: np.random.Generator, n: int, size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random uint8 images and one-hot labels."""
+    import keras
+
+    x = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
+    return x, keras.utils.to_categorical(rng.integers(0, num_classes, n), num_classes)
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """Whether a backend error says the device ran out of memory (TensorFlow, JAX or torch)."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(s in text for s in ("resource_exhausted", "resourceexhausted", "out of memory", "outofmemory"))
+
+
+def train_throughput(name: str, size: int, batches: list[int], *, seconds: float, warmup_steps: int,
+                     num_classes: int = 10) -> dict[str, float | None]:
+    """Training images/s of a registry model (random weights, every layer trained) in the
+    global precision, per batch size: one batch held on the device, ``warmup_steps`` steps
+    (tracing included), then as many steps as fit in ``seconds``. None: the batch did not fit
+    in the device's memory."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    out: dict[str, float | None] = {}
+    for batch in batches:
+        keras.backend.clear_session()  # the previous batch size's model and buffers
+        clf = _trainable(name, size, num_classes)
+        x, y = (keras.ops.convert_to_tensor(a) for a in _random_batch(rng, batch, size, num_classes))
+        try:
+            for _ in range(warmup_steps):
+                clf.model.train_on_batch(x, y)  # returns the loss as a number: each step has finished
+            steps, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                clf.model.train_on_batch(x, y)
+                steps += 1
+            out[str(batch)] = round(steps * batch / (time.perf_counter() - t0), 1)
+        except Exception as e:  # the backends raise their own errors; only running out of memory is expected
+            if not _out_of_memory(e):
+                raise
+            out[str(batch)] = None
+        del clf, x, y
+    return out
 
 
 KERNEL_CASES = {  # workload: (model, input px, the figure that counts)
@@ -183,14 +257,26 @@ def scratch_run(base: str, ds, *, epochs: int, batch_size: int, lr: float, augme
             "images_per_second": round(result.images_per_second, 1), "curve": curve(result.history)}
 
 
-def smoke_course(summary_path: str | Path | None) -> dict:
-    """Wall time of the smoke course per notebook: read from a run's summary.json, or run it."""
-    if summary_path is None or not Path(summary_path).is_file():
-        summary = run_course("smoke", out=Path("runs") / "bench-smoke-course")
+def course_times(profile: str, summary_path: str | Path | None = None, *, data_dir: str | None = None,
+                 weights_dir: str | None = None) -> dict:
+    """Wall time of a ``profile`` course run per notebook, and the GPUs it ran on: read from a
+    run's summary.json, or run it (into ``runs/bench-<profile>-course``)."""
+    if summary_path is None:
+        summary = run_course(profile, data_dir=data_dir, weights_dir=weights_dir,
+                             out=Path("runs") / f"bench-{profile}-course")
     else:
-        summary = json.loads(Path(summary_path).read_text())
-    return {"total": summary["seconds"], **{r["notebook"]: r["seconds"] for r in summary["notebooks"]},
-            "status": "ok" if not summary["failed"] else f"failed: {summary['failed']}"}
+        path = Path(summary_path)
+        if not path.is_file():
+            raise TlkitError(f"--course-summary {path} is not a file: give the summary.json of a {profile} "
+                             "course run, or leave it out to run one")
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if summary.get("profile", profile) != profile:
+            raise TlkitError(f"--course-summary {path} is a {summary['profile']} course run; this bench "
+                             f"times the {profile} course: give one of those, or leave it out to run one")
+    return {"profile": profile, "total": summary["seconds"],
+            **{r["notebook"]: r["seconds"] for r in summary["notebooks"]},
+            "status": "ok" if not summary["failed"] else f"failed: {summary['failed']}",
+            "gpus": summary.get("hardware", {}).get("gpus", [])}
 
 
 # --------------------------------------------------------------------------- suite
@@ -207,20 +293,30 @@ def _dirty() -> bool:
 
 def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir: str | None = None,
               out: str | Path = "runs/bench", course_summary: str | Path | None = None,
-              only: list[str] | None = None, log=print) -> dict:
+              only: list[str] | None = None, dry_run: bool = False, log=print) -> dict:
     """Run a benchmark suite; write ``bench.json``, ``bench.md`` and plots into ``out``.
 
-    ``only`` (a subset of :data:`PARTS`) re-runs those parts and keeps the others from the
-    ``bench.json`` already in ``out``, but only when that file was measured at the same commit:
-    every part of one bench file comes from one version of the code. Each part records when it
-    ran and the machine's load before and after (another process on 2 cores halves a figure).
+    ``only`` (a subset of the suite's parts) re-runs those parts and keeps the others from the
+    ``bench.json`` already in ``out``, but only when that file was measured at the same commit
+    (and, for the gpu suite, as a dry run or not alike): every part of one bench file comes
+    from one version of the code. Each part records when it ran and the machine's load before
+    and after (another process on 2 cores halves a figure). The gpu suite runs dry
+    (:data:`DRY_RUN`) with ``dry_run`` or where there is no GPU.
     """
-    from tlkit import TlkitError
     from tlkit.records import git_commit
     from tlkit.system import cpu_load
     from tlkit.train import configure_precision
 
-    cfg = SUITES[suite]
+    if dry_run and suite != "gpu":
+        raise TlkitError(f"--dry-run is for the gpu suite; the {suite} suite runs in full on any machine")
+    dry = suite == "gpu" and (dry_run or not accelerators())
+    cfg = DRY_RUN if dry else SUITES[suite]
+    wrong = [p for p in only or [] if p not in cfg["parts"]]
+    if wrong:
+        raise TlkitError(f"the {suite} suite has no {', '.join(wrong)} part: choose from {', '.join(cfg['parts'])}")
+    if dry:
+        log(f"bench: a dry run of the gpu suite ({'--dry-run' if dry_run else 'no GPU here'}): its parts at the "
+            "smoke sizes, the course part on a smoke course; no goal is judged", flush=True)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     commit, dirty = git_commit(), _dirty()
@@ -233,11 +329,14 @@ def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir:
                          f"{' (with local changes)' if result.get('dirty') else ''}; the code is now "
                          f"{str(commit)[:10]}{' with local changes' if dirty else ''}: run every part "
                          "(drop --only) so that one bench file comes from one version of the code")
+    if result and bool(result.get("dry_run")) != dry:
+        raise TlkitError(f"{previous} holds a {'dry' if result.get('dry_run') else 'full'} run of the gpu suite "
+                         f"and this one is {'dry' if dry else 'full'}: run every part (drop --only)")
     precision = configure_precision()
     started = time.perf_counter()
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     result.update({"suite": suite, "created": now, "precision": precision, **environment(),
-                   "dirty": dirty})
+                   "dirty": dirty, "dry_run": dry})
     measured = result.setdefault("measured", {})
 
     def save() -> None:
@@ -245,14 +344,17 @@ def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir:
         result["goals"] = goal_rows(result)
         write_json(result, out / "bench.json")
 
-    steps = {"course": lambda: result.__setitem__("smoke_course_seconds", smoke_course(course_summary)),
+    course_key = "gpu_course" if suite == "gpu" else "smoke_course_seconds"
+    steps = {"course": lambda: result.__setitem__(course_key, course_times(
+                 cfg["course"], course_summary, data_dir=data_dir, weights_dir=weights_dir)),
              "kernels": lambda: result.__setitem__("cpu_kernels", kernel_probe(cfg["kernel_batch"],
                                                                                cfg["kernel_steps"])),
+             "resnet50": lambda: _resnet50(result, cfg, log),
              "scratch": lambda: _scratch(result, cfg, data_dir, log),
              "frozen": lambda: _frozen(result, cfg, data_dir, weights_dir, log),
              "finetune": lambda: _finetune(result, cfg, data_dir, weights_dir, log),
              "models": lambda: _models(result, cfg, save, log)}
-    for part in PARTS:
+    for part in cfg["parts"]:
         if only and part not in only:
             continue
         log(f"bench: {part}", flush=True)
@@ -268,6 +370,27 @@ def run_bench(suite: str = "smoke", *, data_dir: str | None = None, weights_dir:
     return result
 
 
+def _resnet50(result: dict, cfg: dict, log) -> None:
+    """ResNet-50's training throughput on one device, the workload of the published GPU figure."""
+    from tlkit.system import accelerators, cpu_model
+    from tlkit.train import configure_precision
+
+    r = cfg["resnet50"]
+    precision = configure_precision()  # mixed precision on a GPU
+    by_batch = train_throughput("resnet50", r["img_size"], r["batches"], seconds=r["seconds"],
+                                warmup_steps=r["warmup_steps"])
+    fits = {b: ips for b, ips in by_batch.items() if ips is not None}
+    best = max(fits, key=fits.__getitem__) if fits else None
+    gpus = accelerators()
+    result["resnet50"] = {"img_size": r["img_size"], "precision": precision, "on_gpu": bool(gpus),
+                          "device": gpus[0] if gpus else f"CPU: {cpu_model()}", "by_batch": by_batch,
+                          "batch": int(best) if best else None, "images_per_second": fits.get(best),
+                          "seconds": r["seconds"], "warmup_steps": r["warmup_steps"]}
+    log(f"  resnet50 {r['img_size']} px ({precision}): "
+        + ", ".join(f"batch {b}: {ips if ips is not None else 'out of memory'}" for b, ips in by_batch.items())
+        + " img/s", flush=True)
+
+
 def _models(result: dict, cfg: dict, save, log) -> None:
     rows = []
     for name in cfg["models"]:
@@ -280,7 +403,8 @@ def _models(result: dict, cfg: dict, save, log) -> None:
 
 
 def _settings(nb: str, cfg: dict) -> dict:
-    return profile_settings(nb, cfg["profile"])
+    """Notebook ``nb``'s settings under the suite's profile, with the suite's ``shrink``."""
+    return {**profile_settings(nb, cfg["profile"]), **cfg.get("shrink", {}).get(nb, {})}
 
 
 def _scratch(result: dict, cfg: dict, data_dir, log) -> None:
@@ -360,7 +484,7 @@ def _finetune(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
         "head_seconds": round(run.head_seconds, 1), "finetune_seconds": round(run.finetune_seconds, 1),
         "weights_source": head.feats.weights_source,
         "train_images": int(len(ds.y_train)), "test_images": int(len(ds.y_test)), "tta": True,
-        "settings": s, "curve": curve(run.result.history)}
+        "dataset": ds.source, "settings": s, "curve": curve(run.result.history)}
 
 
 def _on_cifar10(part: dict, suite: str | None = None) -> bool:
@@ -370,36 +494,75 @@ def _on_cifar10(part: dict, suite: str | None = None) -> bool:
 
 
 def goal_rows(b: dict) -> list[dict]:
-    """Each goal with its target, the measured figure and whether it is met (None: the goal
-    does not apply, e.g. CIFAR-10 goals on the smoke suite's synthetic data)."""
+    """Each goal with its target, the measured figure and whether it is met. ``met`` None:
+    not judged, and ``why`` says why (not CIFAR-10, not this hardware, a dry run, not run).
+    The gpu suite lists every goal of its own, measured or not."""
     rows = []
+    suite, gpu = b.get("suite"), b.get("suite") == "gpu"
 
-    def add(key: str, measured: str, met: bool | None) -> None:
-        rows.append({"goal": GOALS[key][0], "target": GOALS[key][1], "measured": measured, "met": met})
+    def add(key: str, measured: str, verdict: bool | str) -> None:
+        """``verdict``: met or not, or why the goal is not judged."""
+        if b.get("dry_run"):
+            verdict = DRY
+        row = {"goal": GOALS[key][0], "target": GOALS[key][1], "measured": measured,
+               "met": verdict if isinstance(verdict, bool) else None}
+        if not isinstance(verdict, bool):
+            row["why"] = verdict
+        rows.append(row)
+
+    def cifar10(part: dict, met: bool) -> bool | str:
+        return met if _on_cifar10(part, suite) else NOT_CIFAR10
 
     sc = b.get("smoke_course_seconds")
-    if sc:
+    if sc and not gpu:
         add("smoke_course_seconds", f"{sc['total']:.0f} s ({sc['status']})",
             sc["status"] == "ok" and sc["total"] <= 300)
+    c = b.get("gpu_course")
+    if gpu and c:
+        where = ", ".join(c["gpus"]) or "no GPU"
+        one_h100 = len(c["gpus"]) == 1 and "H100" in c["gpus"][0]
+        add("gpu_course", f"{c['total']:.0f} s on {where} ({c['profile']} profile, {c['status']})",
+            (c["status"] == "ok" and c["total"] <= GPU_COURSE_SECONDS) if one_h100
+            else "not measured on this hardware (the goal is for one H100)")
+    elif gpu:
+        add("gpu_course", "–", NOT_RUN)
     s = b.get("scratch")
-    if s:
+    if s and gpu:
+        add("gpu_scratch", f"{s['test_accuracy']:.3f} in {s['wall_seconds']:.0f} s ({s['epochs']} epochs, "
+                           f"{s['train_images']:,} images)", cifar10(s, s["test_accuracy"] >= GPU_SCRATCH_ACCURACY))
+    elif s:
         add("scratch", f"{s['test_accuracy']:.3f} in {s['wall_seconds']:.0f} s ({s['epochs']} epochs, "
                        f"{s['train_images']:,} images); baseline {s['baseline_test_accuracy']:.3f} in "
                        f"{s['baseline_wall_seconds']:.0f} s",
-            (s["test_accuracy"] >= 0.85 and s["wall_seconds"] <= SCRATCH_SECONDS
-             and s["test_accuracy"] > s["baseline_test_accuracy"]) if _on_cifar10(s, b.get("suite")) else None)
+            cifar10(s, s["test_accuracy"] >= 0.85 and s["wall_seconds"] <= SCRATCH_SECONDS
+                    and s["test_accuracy"] > s["baseline_test_accuracy"]))
+    elif gpu:
+        add("gpu_scratch", "–", NOT_RUN)
     f = b.get("frozen_mobilenetv2")
     if f:
-        best = max(f["by_size"].values())
         add("frozen", ", ".join(f"{k} px: {v:.3f}" for k, v in f["by_size"].items())
-            + f" ({f['train_images']:,} training images)",
-            best >= 0.80 if _on_cifar10(f, b.get("suite")) else None)
+            + f" ({f['train_images']:,} training images)", cifar10(f, max(f["by_size"].values()) >= 0.80))
+    elif gpu:
+        add("frozen", "–", NOT_RUN)
     ft = b.get("finetune")
-    if ft:
+    if ft and gpu:
+        add("gpu_finetune", f"{ft['test_accuracy']:.3f} in {ft['wall_seconds']:.0f} s",
+            cifar10(ft, ft["test_accuracy"] >= GPU_FINETUNE_ACCURACY))
+    elif ft:
         above = s is not None and ft["test_accuracy"] > s["test_accuracy"]
         add("finetune", f"{ft['test_accuracy']:.3f} in {ft['wall_seconds']:.0f} s"
             + (f" (CNN from scratch {s['test_accuracy']:.3f})" if s else ""),
-            (above and ft["wall_seconds"] <= FINETUNE_SECONDS) if _on_cifar10(s or {}, b.get("suite")) else None)
+            cifar10(s or {}, above and ft["wall_seconds"] <= FINETUNE_SECONDS))
+    elif gpu:
+        add("gpu_finetune", "–", NOT_RUN)
+    r = b.get("resnet50")
+    if r:
+        add("resnet50", (f"{r['images_per_second']:,.0f} img/s at batch {r['batch']}" if r["batch"] else
+                         "no batch fitted in memory") + f", {r['img_size']} px, {r['precision']}, on {r['device']}",
+            (r["images_per_second"] or 0) >= RESNET50_PUBLISHED / 2 if r["on_gpu"]
+            else "not measured on this hardware (a GPU goal)")
+    elif gpu:
+        add("resnet50", "–", NOT_RUN)
     k = b.get("cpu_kernels") or {}
     cnn = k.get("cnn_train")
     if cnn:
@@ -425,11 +588,27 @@ def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = 
              f"**Machine:** {device} · **backend:** {b.get('backend')} ({b.get('precision')}) · "
              f"**date:** {str(b.get('created', ''))[:10]} · **tlkit commit:** `{(b.get('git_commit') or '')[:10]}`"
              + (" (with local changes)" if b.get("dirty") else ""), ""]
+    if b.get("dry_run"):
+        lines += ["**Dry run:** the gpu suite's code at the smoke suite's sizes (synthetic data, random weights, "
+                  "a few batches), on a smoke course: the figures show that it runs, not what this machine "
+                  "does, and no goal is judged.", ""]
     goals = b["goals"] if isinstance(b.get("goals"), list) else goal_rows(b)
-    verdict = {True: "**met**", False: "**not met**", None: "n/a (not CIFAR-10)"}
+    verdict = {True: "**met**", False: "**not met**"}
     lines += ["| goal | target | measured | verdict |", "|---|---|---|---|"]
-    lines += [f"| {g['goal']} | {g['target']} | {g['measured']} | {verdict[g['met']]} |" for g in goals]
+    lines += [f"| {g['goal']} | {g['target']} | {g['measured']} | "
+              f"{verdict.get(g['met']) or g.get('why', NOT_CIFAR10)} |" for g in goals]
     lines.append("")
+    c = b.get("gpu_course")
+    if c:
+        lines += [f"### The {c['profile']} course, per notebook", "", "| notebook | seconds |", "|---|---|"]
+        lines += [f"| {n} | {c[n]} |" for n in NOTEBOOKS if n in c] + [f"| total | {c['total']} |", ""]
+    r = b.get("resnet50")
+    if r:
+        lines += ["### ResNet-50 training throughput", "",
+                  f"{r['img_size']} px, {r['precision']}, random weights, one batch held on the device: "
+                  f"images/s over {r['seconds']:g} s after {r['warmup_steps']} warm-up steps, on {r['device']}.", "",
+                  "| batch | img/s |", "|---|---|"]
+        lines += [f"| {k} | {'out of memory' if v is None else v} |" for k, v in r["by_batch"].items()] + [""]
     loads = {p: m.get("load_before") for p, m in (b.get("measured") or {}).items() if isinstance(m, dict)}
     if loads:
         lines += ["Machine load (1-minute load average per core) when each part started: "

@@ -1,5 +1,8 @@
 """The Jupyter Book: results and performance pages generated from run records, then an
-offline HTML build of the executed notebooks with warnings as errors."""
+offline HTML build of the executed notebooks with warnings as errors.
+
+The module is also a Sphinx extension of the book (``_config.yml``: ``sphinx.extra_extensions``):
+the Colab launch button of a notebook page opens the course notebook, as its badge does."""
 from __future__ import annotations
 
 import json
@@ -11,11 +14,13 @@ import sys
 from pathlib import Path
 
 from tlkit import TlkitError
-from tlkit.course import NOTEBOOKS, load_summary, notebook_id, record_notebook, require
+from tlkit.course import (NOTEBOOKS, book_config, colab_link, load_summary, notebook_id, record_notebook,
+                          require)
 from tlkit.records import KINDS, RecordError, check_kinds, read_records, study, to_frame, weights_kind
 from tlkit.system import write_text
 
 REFERENCE = Path("book") / "reference"
+PAGES = Path("book") / "notebooks"  # the executed notebooks the book's pages are built from
 GENERATED = Path("book") / "_generated"
 REFERENCE_PROFILES = ("gpu", "cpu")  # the book shows the first of these that is committed
 REGENERATE = ("tlkit course run --profile cpu --data-dir ../shared/data --weights-dir "
@@ -445,7 +450,7 @@ def build_book(run: str | Path | None = None, root: str | Path = ".", log=print)
     if not all((run_dir / f"{n}.ipynb").is_file() for n in NOTEBOOKS):
         raise TlkitError(f"executed notebooks missing in {run_dir}: run 'tlkit course run --out {run}'")
     recs = read_records(run_dir / "records")
-    dest = root / "book" / "notebooks"
+    dest = root / PAGES
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -467,3 +472,23 @@ def build_book(run: str | Path | None = None, root: str | Path = ".", log=print)
     index = root / "_build" / "html" / "index.html"
     log(f"book: {index}", flush=True)
     return index
+
+
+def _colab_opens_the_course_notebook(app, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """A notebook page's Colab launch button opens the course notebook (``notebooks/NN.ipynb``,
+    without outputs): the theme would point it at the executed copy the page is built from
+    (:data:`PAGES`), which is not in the repository."""
+    page = Path(pagename)
+    if page.parent != PAGES or page.name not in NOTEBOOKS:
+        return
+    config = book_config(app.srcdir)
+    for group in context.get("header_buttons", []):
+        for button in group.get("buttons", []):
+            if button.get("text") == "Colab":
+                button["url"] = colab_link(page.name, config)
+
+
+def setup(app) -> dict:
+    """The Sphinx extension: runs after the theme adds its launch buttons (priority 501)."""
+    app.connect("html-page-context", _colab_opens_the_course_notebook, priority=600)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

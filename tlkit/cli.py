@@ -76,7 +76,7 @@ def _bench(a: argparse.Namespace) -> None:
     from tlkit.bench import run_bench
 
     run_bench(a.suite, data_dir=a.data_dir, weights_dir=a.weights_dir, out=a.out,
-              course_summary=a.course_summary, only=a.only)
+              course_summary=a.course_summary, only=a.only, dry_run=a.dry_run)
 
 
 def _predict(a: argparse.Namespace) -> None:
@@ -184,9 +184,12 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--weights-dir", default=None)
     be.add_argument("--out", default="runs/bench")
     be.add_argument("--course-summary", default=None,
-                    help="summary.json of a smoke course run to time (default: run the smoke course)")
+                    help="summary.json of the course run to time: a smoke run for the smoke and cpu suites "
+                         "and the gpu suite's dry run, a gpu run for the gpu suite (default: run that course)")
     be.add_argument("--only", nargs="+", default=None, choices=PARTS,
-                    help="re-run these parts, keep the others from --out's bench.json")
+                    help="re-run these parts of the suite, keep the others from --out's bench.json")
+    be.add_argument("--dry-run", action="store_true",
+                    help="gpu suite: its code at the smoke sizes, no goal judged (the default without a GPU)")
     be.set_defaults(func=_bench)
 
     pr = sub.add_parser("predict", help="classify image files with a trained model")

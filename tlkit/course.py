@@ -41,6 +41,8 @@ NOTEBOOKS = ["01_cnn_from_scratch", "02_frozen_mobilenetv2", "03_fine_tuning",
 DEPENDS = {"01": [], "02": ["01"], "03": ["01", "02"], "04": [], "05": ["01", "02", "03", "04"],
            "06": ["03"]}
 PROFILES = ("smoke", "cpu", "gpu")
+NOTEBOOKS_DIR = "notebooks"  # in the repository
+BADGE_TEXT = "[![Open In Colab]"  # how the badge line under each notebook's title starts
 LOCK = "course.lock"  # in a run folder while a runner works in it
 
 # The course settings, one table: the real course, run on a GPU. Each notebook's parameters
@@ -188,6 +190,56 @@ def sync_parameters(folder: str | Path | None = None) -> list[str]:
     return changed
 
 
+def book_config(root: str | Path = ".") -> dict:
+    """The repository root's ``_config.yml`` (the Jupyter Book's; it holds the repository URL)."""
+    path = Path(root) / "_config.yml"
+    if not path.is_file():
+        raise TlkitError(f"{path} not found: give the repository root (it holds _config.yml)")
+    return require("yaml").safe_load(path.read_text(encoding="utf-8"))
+
+
+def colab_link(name: str, config: dict) -> str:
+    """Where Colab opens course notebook ``name`` (``01_cnn_from_scratch``), without outputs:
+    ``launch_buttons.colab_url`` with ``repository.url`` and ``repository.branch`` of the
+    book's config. The notebooks' badges and the book's launch buttons both use it."""
+    repo = config.get("repository") or {}
+    url, colab = str(repo.get("url", "")).rstrip("/"), (config.get("launch_buttons") or {}).get("colab_url")
+    if not url.startswith("https://github.com/") or not colab:
+        raise TlkitError("_config.yml needs repository.url (https://github.com/OWNER/REPO: Colab opens "
+                         "notebooks from GitHub) and launch_buttons.colab_url")
+    return (f"{colab.rstrip('/')}/github/{url.removeprefix('https://github.com/')}/blob/"
+            f"{repo.get('branch', 'main')}/{NOTEBOOKS_DIR}/{name}.ipynb")
+
+
+def colab_badge(name: str, config: dict) -> str:
+    """The badge line under a notebook's title: Colab's badge image, linked to :func:`colab_link`."""
+    colab = config["launch_buttons"]["colab_url"].rstrip("/")
+    return f"{BADGE_TEXT}({colab}/assets/colab-badge.svg)]({colab_link(name, config)})"
+
+
+def sync_badges(folder: str | Path | None = None, root: str | Path | None = None) -> list[str]:
+    """Rewrite the Colab badge line in each course notebook's first cell from ``_config.yml``
+    in ``root`` (default: the notebooks folder's parent). Returns the notebooks changed."""
+    nbformat = require("nbformat")
+    src, changed = source_notebooks(folder), []
+    config = book_config(src.parent if root is None else root)
+    for name in NOTEBOOKS:
+        path = src / f"{name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        lines = nb.cells[0].source.split("\n") if nb.cells else []
+        at = [i for i, line in enumerate(lines) if line.startswith(BADGE_TEXT)]
+        if len(at) != 1:
+            raise TlkitError(f"{path}'s first cell has {len(at)} Colab badge lines ({BADGE_TEXT}...), "
+                             "not 1: put one under its title")
+        badge = colab_badge(name, config)
+        if lines[at[0]] != badge:
+            lines[at[0]] = badge
+            nb.cells[0].source = "\n".join(lines)
+            nbformat.write(nb, path)
+            changed.append(name)
+    return changed
+
+
 def notebook_id(name: str) -> str:
     return name[:2]
 
@@ -276,8 +328,8 @@ def output_dirs(out_dir: str | Path) -> tuple[Path, Path]:
 
 def source_notebooks(folder: str | Path | None = None) -> Path:
     """The folder of the course notebooks (``notebooks/`` of the repository)."""
-    candidates = [Path(folder)] if folder else [Path.cwd() / "notebooks",
-                                                Path(__file__).resolve().parents[1] / "notebooks"]
+    candidates = [Path(folder)] if folder else [Path.cwd() / NOTEBOOKS_DIR,
+                                                Path(__file__).resolve().parents[1] / NOTEBOOKS_DIR]
     for c in candidates:
         if (c / f"{NOTEBOOKS[0]}.ipynb").is_file():
             return c
@@ -557,12 +609,19 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # python -m tlkit.course --sync-parameters [NOTEBOOKS_DIR]
+if __name__ == "__main__":  # python -m tlkit.course --sync-parameters --sync-badges [NOTEBOOKS_DIR]
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tlkit.course",
-                                     description="Rewrite the notebooks' parameters cells from the table.")
-    parser.add_argument("--sync-parameters", action="store_true", required=True)
+                                     description="Rewrite the notebooks' generated cells.")
+    parser.add_argument("--sync-parameters", action="store_true",
+                        help="the parameters cells, from the table in tlkit/course.py")
+    parser.add_argument("--sync-badges", action="store_true",
+                        help="the Colab badge under each title, from _config.yml's repository")
     parser.add_argument("notebooks", nargs="?", help="the notebooks folder (default: notebooks/)")
     args = parser.parse_args()
-    print(f"rewrote: {', '.join(sync_parameters(args.notebooks)) or 'none (all up to date)'}")
+    if not (args.sync_parameters or args.sync_badges):
+        parser.error("give --sync-parameters, --sync-badges or both")
+    for flag, sync in ((args.sync_parameters, sync_parameters), (args.sync_badges, sync_badges)):
+        if flag:
+            print(f"{sync.__name__}: rewrote {', '.join(sync(args.notebooks)) or 'none (all up to date)'}")

@@ -262,26 +262,9 @@ class Hardware:
     source: str
 
 
-def gpu_names() -> list[str]:
-    """The GPUs the Keras backend sees, by the driver's model name (``Tesla T4``)."""
-    import keras
-
-    backend = keras.config.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return [tf.config.experimental.get_device_details(d).get("device_name", d.name)
-                for d in tf.config.list_physical_devices("GPU")]
-    if backend == "jax":
-        import jax
-
-        return [d.device_kind for d in jax.devices() if d.platform != "cpu"]
-    return accelerators()  # torch: already the model names
-
-
 def hardware(gpus: list[str] | None = None, cores: int | None = None) -> Hardware:
     """The hardware a notebook runs on (default: detected), priced against the reference CPU."""
-    gpus = gpu_names() if gpus is None else gpus
+    gpus = accelerators() if gpus is None else gpus
     ref = COSTS["bench"]
     if not gpus:
         cores = cores or os.cpu_count() or 1

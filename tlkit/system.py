@@ -438,7 +438,8 @@ def execution() -> dict:
 
 
 def hardware() -> dict:
-    """CPU model, cores, bf16 support, accelerators and platform: where a result came from."""
+    """CPU model, cores, bf16 support, accelerators (by model name) and platform: where a
+    result came from."""
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "cpu_bf16": cpu_bf16(),
             "gpus": accelerators(), "platform": platform.platform()}
 
