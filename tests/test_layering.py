@@ -14,8 +14,8 @@ PACKAGE = ROOT / "tlkit"
 # Every module of tlkit is in exactly one list; a new module must be added to one of them.
 CORE = ["__init__", "system", "data", "cnn", "models", "flops", "modelfile", "train", "features",
         "evaluate", "efficiency", "finetune"]
-UPPER = ["records", "findings", "plots", "comparison", "info", "pipeline", "colab", "course", "estimate",
-         "book", "bench", "export", "serve", "service", "cli"]
+UPPER = ["markup", "records", "findings", "plots", "comparison", "info", "pipeline", "colab", "course",
+         "estimate", "book", "bench", "export", "serve", "service", "cli"]
 
 
 def _targets(node: ast.AST, package: str, modules: set[str]) -> list[str]:

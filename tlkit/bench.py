@@ -11,6 +11,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -576,17 +577,21 @@ def goal_rows(b: dict) -> list[dict]:
 # --------------------------------------------------------------------------- report
 
 def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = None) -> str:
-    """A markdown report of a bench.json: machine, each goal met or not, figures and plots."""
+    """A markdown report of a bench.json (``title``: Markdown): machine, each goal met or not,
+    figures and plots. What the file says is shown literally (:func:`~tlkit.markup.md_text`)."""
     import pandas as pd
 
     from tlkit import plots
+    from tlkit.markup import md_code, md_text
 
     hw = b.get("hardware", {})
     device = ", ".join(hw.get("gpus") or []) or f"{hw.get('cpu')} ({hw.get('cores')} cores)"
-    key = f"bench_{b.get('suite')}_{str(b.get('created', ''))[:10]}"
-    lines = [f"## {title or 'Benchmark'}: `{b.get('suite')}` suite", "",
-             f"**Machine:** {device} · **backend:** {b.get('backend')} ({b.get('precision')}) · "
-             f"**date:** {str(b.get('created', ''))[:10]} · **tlkit commit:** `{(b.get('git_commit') or '')[:10]}`"
+    device_text = md_text(device)
+    created = str(b.get("created", ""))[:10]
+    key = re.sub(r"[^\w.-]", "_", f"bench_{b.get('suite')}_{created}")  # a file name in fig_dir
+    lines = [f"## {title or 'Benchmark'}: {md_code(b.get('suite'))} suite", "",
+             f"**Machine:** {device_text} · **backend:** {md_text(b.get('backend'))} ({md_text(b.get('precision'))}) · "
+             f"**date:** {md_text(created)} · **tlkit commit:** {md_code((b.get('git_commit') or '')[:10])}"
              + (" (with local changes)" if b.get("dirty") else ""), ""]
     if b.get("dry_run"):
         lines += ["**Dry run:** the gpu suite's code at the smoke suite's sizes (synthetic data, random weights, "
@@ -595,32 +600,35 @@ def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = 
     goals = b["goals"] if isinstance(b.get("goals"), list) else goal_rows(b)
     verdict = {True: "**met**", False: "**not met**"}
     lines += ["| goal | target | measured | verdict |", "|---|---|---|---|"]
-    lines += [f"| {g['goal']} | {g['target']} | {g['measured']} | "
-              f"{verdict.get(g['met']) or g.get('why', NOT_CIFAR10)} |" for g in goals]
+    lines += [f"| {md_text(g['goal'])} | {md_text(g['target'])} | {md_text(g['measured'])} | "
+              f"{verdict.get(g['met']) or md_text(g.get('why', NOT_CIFAR10))} |" for g in goals]
     lines.append("")
     c = b.get("gpu_course")
     if c:
-        lines += [f"### The {c['profile']} course, per notebook", "", "| notebook | seconds |", "|---|---|"]
-        lines += [f"| {n} | {c[n]} |" for n in NOTEBOOKS if n in c] + [f"| total | {c['total']} |", ""]
+        lines += [f"### The {md_text(c['profile'])} course, per notebook", "", "| notebook | seconds |", "|---|---|"]
+        lines += [f"| {n} | {md_text(c[n])} |" for n in NOTEBOOKS if n in c] + [f"| total | {md_text(c['total'])} |", ""]
     r = b.get("resnet50")
     if r:
         lines += ["### ResNet-50 training throughput", "",
-                  f"{r['img_size']} px, {r['precision']}, random weights, one batch held on the device: "
-                  f"images/s over {r['seconds']:g} s after {r['warmup_steps']} warm-up steps, on {r['device']}.", "",
+                  f"{md_text(r['img_size'])} px, {md_text(r['precision'])}, random weights, one batch held on the "
+                  f"device: images/s over {r['seconds']:g} s after {md_text(r['warmup_steps'])} warm-up steps, on "
+                  f"{md_text(r['device'])}.", "",
                   "| batch | img/s |", "|---|---|"]
-        lines += [f"| {k} | {'out of memory' if v is None else v} |" for k, v in r["by_batch"].items()] + [""]
+        lines += [f"| {md_text(k)} | {'out of memory' if v is None else md_text(v)} |"
+                  for k, v in r["by_batch"].items()] + [""]
     loads = {p: m.get("load_before") for p, m in (b.get("measured") or {}).items() if isinstance(m, dict)}
     if loads:
         lines += ["Machine load (1-minute load average per core) when each part started: "
-                  + ", ".join(f"{p} {v}" for p, v in loads.items()) + ".", ""]
+                  + ", ".join(f"{md_text(p)} {md_text(v)}" for p, v in loads.items()) + ".", ""]
     k = b.get("cpu_kernels") or {}
     rows = {w: r for w, r in k.items() if isinstance(r, dict)}
     if rows:
         lines += ["### CPU kernels", "", "| CPU workload (img/s) | oneDNN off, float32 | oneDNN on, float32 | oneDNN on, bfloat16 | chosen |",
                   "|---|---|---|---|---|"]
         for w, r in rows.items():
-            lines.append(f"| {w.replace('_', ' ')} | {r.get('onednn_off_float32')} | {r.get('onednn_on_float32')} "
-                         f"| {r.get('onednn_on_bfloat16')} | {r.get('precision_choice')} |")
+            lines.append("| " + " | ".join(md_text(v) for v in (
+                w.replace("_", " "), r.get("onednn_off_float32"), r.get("onednn_on_float32"),
+                r.get("onednn_on_bfloat16"), r.get("precision_choice"))) + " |")
         lines += ["", f"Native bfloat16 on this CPU: {'yes' if k.get('cpu_bf16') else 'no'}.", ""]
     s = b.get("scratch") or {}
     curves = [(name, c) for name, c in (("CNN from scratch (validation, no TTA)", s.get("curve")),
@@ -633,7 +641,7 @@ def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = 
         lines.append(plots.myst_figure(
             fig, fig_dir / f"{key}_scratch.png", f"{fig_prefix}/{key}_scratch.png",
             "Line chart of validation accuracy against seconds of training for the course CNN and the baseline",
-            f"Accuracy against wall time on {device}; the test accuracy above is with flip TTA."))
+            f"Accuracy against wall time on {device_text}; the test accuracy above is with flip TTA."))
     models = b.get("models") or []
     if models:
         df = pd.DataFrame(models)
@@ -642,7 +650,7 @@ def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = 
         lines += ["| model | px | params | GFLOPs/img | train img/s | train step img/s | inference img/s | train GFLOP/s |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in df.itertuples():
-            lines.append(f"| {r.model} | {r.img_size} | {r.params:,} | {r.gflops_per_image:.2f} | {r.train_images_per_second:.1f} | "
+            lines.append(f"| {md_text(r.model)} | {md_text(r.img_size)} | {r.params:,} | {r.gflops_per_image:.2f} | {r.train_images_per_second:.1f} | "
                          f"{r.train_step_images_per_second:.1f} | {r.inference_images_per_second:.1f} | {r.train_gflops:.1f} |")
         lines.append("")
         fig = plots.compare(df, "gflops_per_image", "inference_images_per_second", label="model", logx=True,
@@ -651,7 +659,7 @@ def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = 
         lines.append(plots.myst_figure(
             fig, fig_dir / f"{key}_models.png", f"{fig_prefix}/{key}_models.png",
             "Scatter plot of inference images per second against GFLOPs per image for each model",
-            f"Throughput of every registry model on {device}."))
+            f"Throughput of every registry model on {device_text}."))
     f = b.get("frozen_mobilenetv2")
     if f:
         by_alpha = f.get("by_alpha") or {str(f.get("alpha", 1.0)): f}
@@ -663,6 +671,6 @@ def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = 
         lines.append(plots.myst_figure(
             fig, fig_dir / f"{key}_frozen.png", f"{fig_prefix}/{key}_frozen.png",
             "Line chart of frozen MobileNetV2 test accuracy against input size, per width",
-            "Weights: " + "; ".join(f"alpha {a}: `{Path(str(row.get('weights_source'))).name}`"
+            "Weights: " + "; ".join(f"alpha {md_text(a)}: {md_code(Path(str(row.get('weights_source'))).name)}"
                                     for a, row in by_alpha.items()) + "."))
     return "\n".join(lines)

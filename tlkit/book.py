@@ -16,6 +16,7 @@ from pathlib import Path
 from tlkit import TlkitError
 from tlkit.course import (NOTEBOOKS, book_config, colab_link, load_summary, notebook_id, record_notebook,
                           require)
+from tlkit.markup import md_code, md_text
 from tlkit.records import KINDS, RecordError, check_kinds, read_records, study, to_frame, weights_kind
 from tlkit.system import write_text
 
@@ -32,7 +33,8 @@ BANNER_ID = "tlkit-run-banner"
 
 
 def md_table(df, columns: dict[str, str], fmt: dict[str, str] | None = None) -> str:
-    """A markdown table of chosen DataFrame columns (``{column: header}``)."""
+    """A markdown table of chosen DataFrame columns (``{column: header}``); cells show their
+    values literally (:func:`~tlkit.markup.md_text`)."""
     fmt = fmt or {}
     cols = [c for c in columns if c in df]
     lines = ["| " + " | ".join(columns[c] for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -45,7 +47,7 @@ def md_table(df, columns: dict[str, str], fmt: dict[str, str] | None = None) -> 
             elif c in fmt:
                 cells.append(format(v, fmt[c]))
             else:
-                cells.append(str(v))
+                cells.append(md_text(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -73,9 +75,10 @@ def run_label(summary: dict | None, recs: list[dict]) -> str:
     weights = sorted({weights_kind(r.get("weights_source", "random"), r.get("kind"), r.get("weights_origin"))
                       for r in recs})
     commit = (src.get("git_commit") or "")[:10] or "unknown"
-    return "\n".join([f"- **Run:** `{profile}` profile, {str(src.get('created', ''))[:10]}, tlkit commit `{commit}`",
-                      f"- **Hardware:** {device}; Keras backend {src.get('backend', '?')}",
-                      "- **Weights:** " + "; ".join(weights)])
+    return "\n".join([f"- **Run:** {md_code(profile)} profile, {md_text(str(src.get('created', ''))[:10])}, "
+                      f"tlkit commit {md_code(commit)}",
+                      f"- **Hardware:** {md_text(device)}; Keras backend {md_text(src.get('backend', '?'))}",
+                      "- **Weights:** " + "; ".join(map(md_text, weights))])
 
 
 def _figure(fig, name: str, root: Path, alt: str, caption: str) -> str:
@@ -106,7 +109,7 @@ def _lessons(recs: list[dict], df) -> list[str]:
         other = top(kind)
         if other is not None:
             found = findings.compare(other, scratch, f"{what} ({other['name']})", "the CNN from scratch")
-            lines.append(f"- {found}")
+            lines.append(f"- {md_text(found)}")
     return ["**The headline comparisons**, computed from these records:", "", *lines, ""] if lines else []
 
 
@@ -162,12 +165,13 @@ def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[
 
 def results_section(title: str, recs: list[dict], summary: dict | None, root: Path, key: str,
                     who: str) -> str:
-    """One run's results (``who`` names the run in captions): its label, the key lesson in
-    numbers, tables and plots, runs grouped by how many training images they learned from."""
+    """One run's results (``title``, Markdown, heads it; ``who`` names the run in captions): its
+    label, the key lesson in numbers, tables and plots, runs grouped by how many training images
+    they learned from. Whatever the records say is escaped where it enters the page."""
     from tlkit import plots
 
     recs, left_out = published(recs, summary)
-    note = ([f"Records of notebooks that did not finish are left out: {', '.join(left_out)}.", ""]
+    note = ([f"Records of notebooks that did not finish are left out: {', '.join(map(md_text, left_out))}.", ""]
             if left_out else [])
     if not recs:
         return "\n".join([f"## {title}", "", *note, "No run records found.", ""])
@@ -182,10 +186,10 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
         frozen_rec = recs[int(small.name)]
         n_train = int(small["train_images"])
         n_test = sum(frozen_rec["dataset"]["counts"]["test"])
-        out += [f"Frozen MobileNetV2 ({small['weights']}) on {frozen_rec['dataset']['name']} "
+        out += [f"Frozen MobileNetV2 ({md_text(small['weights'])}) on {md_text(frozen_rec['dataset']['name'])} "
                 f"({n_train:,} training and {n_test:,} test images): "
-                f"**{small['test_accuracy']:.1%}** test accuracy at {small['img_size']} px against "
-                f"**{best['test_accuracy']:.1%}** at {best['img_size']} px.", ""]
+                f"**{small['test_accuracy']:.1%}** test accuracy at {md_text(small['img_size'])} px against "
+                f"**{best['test_accuracy']:.1%}** at {md_text(best['img_size'])} px.", ""]
         fig = plots.lines(frozen, "img_size", "test_accuracy", title="Frozen MobileNetV2: test accuracy by input size",
                           xlabel="input size (px)", ylabel="test accuracy")
         out.append(_figure(fig, f"{key}_frozen_by_size", root,
@@ -265,7 +269,7 @@ def write_results_page(root: Path, run: Path | None) -> Path:
         folder = ref.parent
         if folder.name == "bench":
             continue
-        parts.append(results_section(f"Reference run: {folder.name} profile", read_records(ref),
+        parts.append(results_section(f"Reference run: {md_text(folder.name)} profile", read_records(ref),
                                      load_summary(folder), root, f"ref_{folder.name}",
                                      f"the reference {folder.name} run"))
     if run is not None:
@@ -288,7 +292,7 @@ def write_performance_page(root: Path, run: Path | None) -> Path:
             bench = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise TlkitError(f"{p} is not a bench.json ({e}): rerun 'tlkit bench' or delete it") from e
-        parts.append(bench_markdown(bench, root / GENERATED, "_generated", title=f"{p.parent.name}"))
+        parts.append(bench_markdown(bench, root / GENERATED, "_generated", title=md_text(p.parent.name)))
         found = True
     if not found:
         parts.append("No benchmark results yet: run `tlkit bench --suite cpu --data-dir ../shared/data "
@@ -400,7 +404,7 @@ def _data_words(rec: dict) -> str:
     train = rec.get("train_images") or counts.get("train")
     sizes = [f"{train:,} train" if train else None, f"{counts['val']:,} validation" if counts.get("val") else None,
              f"{counts['test']:,} test" if counts.get("test") else None]
-    return f"{d.get('name', '?')} ({' / '.join(s for s in sizes if s)} images)"
+    return f"{md_text(d.get('name', '?'))} ({' / '.join(s for s in sizes if s)} images)"
 
 
 def run_banner(summary: dict, recs: list[dict], notebook: str) -> str:
@@ -408,16 +412,16 @@ def run_banner(summary: dict, recs: list[dict], notebook: str) -> str:
     mine = [r for r in recs if record_notebook(r["path"]) == notebook_id(notebook)]
     hw = summary.get("hardware", {})
     device = ", ".join(hw.get("gpus") or []) or f"{hw.get('cpu', '?')} ({hw.get('cores', '?')} CPU cores)"
-    facts = [f"`{summary.get('profile')}` profile"]
+    facts = [f"{md_code(summary.get('profile'))} profile"]
     data = sorted({_data_words(r) for r in mine})
     if data:
         facts.append("data: " + "; ".join(data))
     weights = sorted({weights_kind(r.get("weights_source", "random"), r.get("kind"), r.get("weights_origin"))
                       for r in mine})
     if weights:
-        facts.append("weights: " + "; ".join(weights))
-    facts += [device, str(summary.get("created", ""))[:10],
-              f"tlkit commit `{(summary.get('git_commit') or 'unknown')[:10]}`"]
+        facts.append("weights: " + "; ".join(map(md_text, weights)))
+    facts += [md_text(device), md_text(str(summary.get("created", ""))[:10]),
+              f"tlkit commit {md_code((summary.get('git_commit') or 'unknown')[:10])}"]
     if summary.get("profile") == "smoke":
         return ("```{warning}\n**This page shows a smoke run** (" + " · ".join(facts) + "): synthetic "
                 "shapes and random weights, so its numbers only show that the code runs, not what the "

@@ -32,6 +32,7 @@ from types import ModuleType
 
 from tlkit import TlkitError
 from tlkit.colab import in_colab
+from tlkit.markup import md_text
 from tlkit.records import environment
 from tlkit.system import TMP_MARK, accelerators, process_alive, sigterm_as_interrupt, write_json, write_text
 
@@ -597,15 +598,17 @@ def _run(pm: ModuleType, profile: str, src: Path, out: Path, data_dir: str | Non
 
 
 def summary_markdown(summary: dict) -> str:
-    """The run summary as a markdown table."""
-    lines = [f"# Course run: {summary['profile']} profile", "",
-             f"{summary['created']} · {summary['hardware']['cpu']} · "
-             f"GPUs: {', '.join(summary['hardware']['gpus']) or 'none'} · backend {summary['backend']}",
+    """The run summary as a markdown table; its text (an error message too) shows literally."""
+    hw = summary["hardware"]
+    lines = [f"# Course run: {md_text(summary['profile'])} profile", "",
+             f"{md_text(summary['created'])} · {md_text(hw['cpu'])} · "
+             f"GPUs: {md_text(', '.join(hw['gpus']) or 'none')} · backend {md_text(summary['backend'])}",
              "", "| notebook | status | seconds | failing cell |", "|---|---|---|---|"]
     for r in summary["notebooks"]:
         cell = f"cell {r.get('cell')}: {r.get('error')}" if r["status"] == "failed" else r.get("reason", "")
-        lines.append(f"| {r['notebook']} | {r['status']} | {r.get('seconds', 0.0)} | {cell} |")
-    lines.append(f"| total | | {summary['seconds']} | |")
+        lines.append("| " + " | ".join(md_text(v) for v in (r["notebook"], r["status"], r.get("seconds", 0.0), cell))
+                     + " |")
+    lines.append(f"| total | | {md_text(summary['seconds'])} | |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from tlkit.markup import md_text
+
 Z = 1.96  # two-sided 95%
 
 
@@ -26,7 +28,8 @@ class Finding:
         return self.text
 
     def _repr_markdown_(self) -> str:
-        return self.text
+        """The sentence as Markdown, shown literally line by line (names come from records)."""
+        return "\n".join(map(md_text, self.text.splitlines()))
 
 
 def interval(p: float, n: int, z: float = Z) -> float:

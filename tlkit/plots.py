@@ -21,6 +21,7 @@ import seaborn as sns
 from matplotlib import ticker
 
 from tlkit.evaluate import per_class_accuracy
+from tlkit.markup import one_line
 
 DPI = 110  # PNG resolution (figure inches × DPI = pixels)
 WIDTH = 7.0  # inches: a figure's width, about the book's column at DPI
@@ -424,9 +425,11 @@ def split_accuracies(df, label: str = "run", title: str = "Train, validation and
 
 
 def myst_figure(fig: plt.Figure, path: Path, src: str, alt: str, caption: str) -> str:
-    """Save ``fig`` as ``path``, close it, and return a MyST figure block (with alt text)
-    that shows it from ``src`` (the path as the page sees it)."""
+    """Save ``fig`` as ``path``, close it, and return a MyST figure block (with alt text, plain)
+    that shows it from ``src`` (the path as the page sees it). ``caption`` is Markdown: record
+    text in it is escaped by the caller (:func:`tlkit.markup.md_text`); both stay on one line,
+    inside the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
-    return f":::{{figure}} {src}\n:alt: {alt}\n\n{caption}\n:::\n"
+    return f":::{{figure}} {src}\n:alt: {one_line(alt)}\n\n{one_line(caption)}\n:::\n"
