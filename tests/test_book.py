@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -308,3 +309,111 @@ def test_a_record_without_a_field_its_section_needs_is_an_error(root, file, chan
     (run / "records" / file).write_text(json.dumps(rec))
     with pytest.raises(TlkitError, match=f"{file}.*{problem}"):
         write_results_page(root, run)
+
+
+# Markup a record, summary or bench file may carry; every page must show it as text.
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(1)> a|b [link](javascript:alert(1)) $x$"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _hostile_run(folder: Path) -> Path:
+    """A finished run whose records carry :data:`HOSTILE` in their name, data set name and model
+    base, whose summary names it as the CPU, and whose bench.json as CPU, backend and precision."""
+    run = _write_run(folder, {})
+    for p in (run / "records").iterdir():
+        rec = json.loads(p.read_text())
+        rec["name"] = f"{HOSTILE} {rec['name']}"
+        rec["dataset"]["name"] = HOSTILE
+        rec["model"]["base"] = f"{HOSTILE} {rec['model']['base']}"
+        p.write_text(json.dumps(rec))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["hardware"]["cpu"] = HOSTILE
+    (run / "summary.json").write_text(json.dumps(summary))
+    bench = _bench(99.0)
+    bench["hardware"]["cpu"] = bench["backend"] = HOSTILE
+    bench["cpu_kernels"]["cnn_train"]["precision_choice"] = HOSTILE
+    (run / "bench.json").write_text(json.dumps(bench))
+    return run
+
+
+def _rendered(md: str) -> str:
+    """A page's Markdown as MyST's parser renders it to HTML, with the book's extensions; the
+    bodies of directives (banners, figure captions) rendered as Markdown, as the book does."""
+    mdit = pytest.importorskip("myst_parser.parsers.mdit")
+    import yaml
+    from markdown_it.renderer import RendererHTML
+    from myst_parser.config.main import MdParserConfig
+
+    extensions = yaml.safe_load((REPO / "_config.yml").read_text())["parse"]["myst_enable_extensions"]
+    parser = mdit.create_md_parser(MdParserConfig(enable_extensions=set(extensions)), RendererHTML)
+    return parser.render("\n".join(line for line in md.splitlines() if not line.startswith(("```", ":::"))))
+
+
+def _no_markup(html: str) -> None:
+    """No tag, event handler, link or math from :data:`HOSTILE` in ``html``; its text is there."""
+    assert "<script" not in html and "<img" not in html and not re.search(r"<[^>]*onerror", html)
+    assert "javascript:alert(1)</a>" not in html and 'href="javascript' not in html
+    assert 'class="math' not in html
+    assert escape(HOSTILE, quote=False) in html
+
+
+def test_pages_show_hostile_record_text_literally(root):
+    """Record names, data set names and model bases land in sentences, table cells and the
+    banner as text: no raw HTML, no extra table cell, no link or math."""
+    run = _hostile_run(root / "run")
+    results = write_results_page(root, run).read_text()
+    assert "alert(1)</script>" not in results and "<img" not in results
+    html = _rendered(results.split("## This build's run", 1)[1])
+    _no_markup(html)
+    for _, _, name, _, _ in RUNS:  # the whole name in one cell of its table
+        assert f"<td>{escape(f'{HOSTILE} {name}', quote=False)}</td>" in html
+    assert f"<td>{escape(f'{HOSTILE} resnet50', quote=False)}</td>" in html  # the comparison's backbone
+    assert f"({escape(HOSTILE, quote=False)} 02 frozen MobileNetV2, 96 px) beats" in html  # a finding
+    _no_markup(_rendered(write_performance_page(root, run).read_text().split("## run", 1)[1]))
+    from tlkit.records import read_records
+
+    summary = json.loads((run / "summary.json").read_text())
+    for n in NOTEBOOKS[:2]:
+        _no_markup(_rendered(run_banner(summary, read_records(run / "records"), n)))
+
+
+def test_markdown_text_and_code_spans():
+    from tlkit.markup import md_code, md_text
+
+    assert md_text("01_cnn_from_scratch") == "01_cnn_from_scratch"  # no emphasis inside a word
+    assert md_text("_x_ *y* a|b\nc [d](e) `f` \\ &lt;") == (
+        r"\_x\_ \*y\* a\|b c \[d\](e) \`f\` \\ &amp;lt;")
+    assert (md_code("cpu"), md_code("a``b"), md_code("`x")) == ("`cpu`", "```a``b```", "`` `x ``")
+
+
+def test_book_build_shows_hostile_record_text_literally(tmp_path):
+    """The whole offline build, from records and a summary carrying HTML: no page of the book
+    holds a raw tag from them, and the results page shows their text."""
+    pytest.importorskip("jupyter_book")
+    import shutil
+
+    import nbformat
+
+    root = tmp_path / "repo"
+    (root / "book").mkdir(parents=True)
+    for f in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO / f, root / f)
+    shutil.copytree(REPO / "_static", root / "_static")
+    for p in [*(REPO / "book").glob("*.md"), *(REPO / "book").glob("*.bib")]:
+        shutil.copy(p, root / "book" / p.name)
+    run = _hostile_run(tmp_path / "run")
+    for n in NOTEBOOKS:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {n}")],
+                                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                               "language": "python"},
+                                                "language_info": {"name": "python"}})
+        nbformat.write(nb, run / f"{n}.ipynb")
+    build_book(run, root, log=lambda *a, **k: None)
+    pages = {p.relative_to(root / "_build" / "html").as_posix(): p.read_text(encoding="utf-8")
+             for p in (root / "_build" / "html").rglob("*.html")}
+    for page, html in pages.items():
+        assert "<script>alert" not in html and not re.search(r"<[^>]*onerror=alert", html), page
+        assert 'href="javascript:' not in html, page
+    shown = escape(HOSTILE, quote=False)
+    for page in ["book/results.html", "book/performance.html", *(f"book/notebooks/{n}.html" for n in NOTEBOOKS)]:
+        assert shown in pages[page], page
