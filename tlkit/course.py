@@ -125,16 +125,15 @@ NOTES = {
                data_dir="local data sets (default: $TLKIT_DATA_DIR)",
                weights_dir="not used here: the model file holds its weights",
                out_dir="the run folder of notebook 3"),
-    "07": dict(dataset='your folder (one sub-folder a class) or archive; "flowers"; "generated": drawn shapes '
+    "07": dict(dataset='your folder (a sub-folder per class) or archive; "flowers"; "generated": drawn shapes '
                        'with planted mistakes',
-               image_size="the size the model sees; every photo is decoded straight to it",
-               crop='non-square photos: "center" (crop the middle), "pad" (letterbox) or "squash"',
-               finetune_epochs="0: keep the frozen head",
-               near_duplicate="cosine similarity of frozen features from which two images count as near-duplicates",
+               image_size="the size the model sees; each photo is decoded straight to it",
+               crop='non-square photos: "center" (keep the middle), "pad" (letterbox) or "squash"',
+               finetune_epochs="0: keep the frozen head", other_count="how many of them to check",
+               near_duplicate="cosine similarity of frozen features from which two photos are near-duplicates",
                target_precision="the 'unknown' threshold keeps this precision on the validation split",
-               other_images='images of none of the classes: a folder, an archive or a built-in data set',
-               other_count="how many of them to check",
-               photo="a photo to classify at the end; None: upload one in Colab, else a test image"),
+               other_images="photos of none of the classes: a folder, an archive or a built-in data set",
+               photo="a photo to classify at the end; None: upload one in Colab, else a test photo"),
 }
 CELL_WIDTH = 100  # a list longer than this goes on to the next line
 NOTE_COLUMN = 30  # the notes of short lines start in this column

@@ -204,8 +204,9 @@ def make_image_folder(root: str | Path, n_classes: int = 3, per_class: int = 40,
     ``mislabelled`` images of another class in a class's folder, ``duplicates`` files copied
     byte for byte into another class's folder, ``near_duplicates`` re-encoded, slightly
     smaller copies in the same folder, and one unreadable file; and ``other/``: ``other``
-    images of shapes of none of the classes, untinted. Returns the folders and what was planted
-    (paths relative to ``photos/``, as :meth:`Dataset.duplicates` names files)."""
+    images of shapes of none of the classes, untinted. The same arguments write the same files
+    (into an existing folder too). Returns the folders and what was planted (paths relative to
+    ``photos/``, as :meth:`Dataset.duplicates` names files)."""
     import colorsys
 
     from PIL import Image
@@ -217,7 +218,6 @@ def make_image_folder(root: str | Path, n_classes: int = 3, per_class: int = 40,
     folder, others = root / "photos", root / "other"
     planted: dict = {"folder": folder, "other": others, "classes": kinds[:n_classes], "mislabelled": [],
                      "duplicates": [], "near_duplicates": [], "unreadable": []}
-
     tints = [colorsys.hsv_to_rgb(c / n_classes, 0.75, 1.0) for c in range(n_classes)] + [(0.7,) * 3] * 3
 
     def save(i: int, path: Path) -> str:
@@ -228,13 +228,13 @@ def make_image_folder(root: str | Path, n_classes: int = 3, per_class: int = 40,
         return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(path)
 
     by_class = [np.flatnonzero(y == c) for c in range(total)]
+    files = []
     for c, name in enumerate(kinds[:n_classes]):
         for i in by_class[c][:per_class]:
-            save(i, folder / name / f"IMG_{i:05d}.jpg")
+            files.append(folder / save(i, folder / name / f"IMG_{i:05d}.jpg"))
         for k in range(mislabelled):  # a shape of the next class, filed under this one
             i = by_class[(c + 1) % n_classes][per_class + k]
             planted["mislabelled"].append(save(i, folder / name / f"IMG_{i:05d}.jpg"))
-    files = sorted(p for p in folder.rglob("*.jpg"))
     picks = rng.choice(len(files), duplicates + near_duplicates, replace=False)
     for j, pick in enumerate(picks):
         src = files[pick]

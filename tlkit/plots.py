@@ -450,7 +450,7 @@ def histograms(groups: dict, title: str, xlabel: str, threshold: float | None = 
     ax.hist([np.asarray(groups[k], dtype=float) for k in names], bins=bins, range=value_range,
             density=True, label=names)
     if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:g}")
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
     ax.set(xlabel=xlabel, ylabel="density")
     _set_title(ax, title)
     ax.legend()
