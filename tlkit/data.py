@@ -582,6 +582,7 @@ def sample_images(source: str | Path, n: int, image_size: int, *, crop: str = "c
     """Up to ``n`` images (a seeded choice) of ``source`` at ``image_size`` x ``image_size``,
     e.g. images of none of a classifier's classes: a built-in data set's test images, or every
     image in a folder or archive, in class folders or not (unreadable ones skipped)."""
+    _check_crop(crop)
     rng = np.random.default_rng(seed)
     if str(source) in BUILTIN:  # a known set: loaded (and cached) at its own size, then resized
         x = load_dataset(source, data_dir=data_dir, fallback_size=image_size, seed=seed).x_test
@@ -911,8 +912,7 @@ def load_dataset(name: str | Path, *, data_dir: str | Path | None = None,
     _check_args(image_size=image_size, fallback_size=fallback_size,
                 limit_per_class=limit_per_class, val_fraction=val_fraction,
                 test_fraction=test_fraction)
-    if crop not in CROPS:
-        raise DatasetError(f"crop (--crop) must be one of {', '.join(CROPS)}, not {crop!r}")
+    _check_crop(crop)
     key = str(name)
     if key == "synthetic":
         n_test = max(synthetic_per_class // 4, 2)
@@ -939,6 +939,11 @@ def load_dataset(name: str | Path, *, data_dir: str | Path | None = None,
     ds = _assemble(raw, ds_name, source, limit_per_class, val_fraction, test_fraction, seed)
     ds.crop = crop
     return ds
+
+
+def _check_crop(crop: str) -> None:
+    if crop not in CROPS:
+        raise DatasetError(f"crop (--crop) must be one of {', '.join(CROPS)}, not {crop!r}")
 
 
 def _check_args(*, image_size, fallback_size, limit_per_class, val_fraction, test_fraction) -> None:
