@@ -142,9 +142,9 @@ def test_top_losses_find_the_planted_mislabels(planted, ds):
     among the highest losses (with the copies filed under two classes, which are mislabelled
     in one of them)."""
     feats = colour_features(ds)
-    oof = features.out_of_fold_proba(feats, ds, folds=4, epochs=40, lr=1e-2, early_stopping=None)
+    oof = features.out_of_fold_proba(feats, ds, folds=3, epochs=15, lr=2e-2, early_stopping=None)
     assert oof.shape == (len(ds.y_train), 3) and np.allclose(oof.sum(1), 1, atol=1e-4)
-    head, _ = features.fit_head(feats, ds, epochs=40, lr=1e-2, early_stopping=None)
+    head, _ = features.fit_head(feats, ds, epochs=15, lr=2e-2, early_stopping=None)
     proba = {"train": oof, **{s: evaluate.predict_proba(head, feats.splits[s]) for s in ("val", "test")}}
     mislabelled = set(planted["mislabelled"])
     planted_count = len(mislabelled) + len(planted["duplicates"])
