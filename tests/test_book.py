@@ -417,3 +417,68 @@ def test_book_build_shows_hostile_record_text_literally(tmp_path):
     shown = escape(HOSTILE, quote=False)
     for page in ["book/results.html", "book/performance.html", *(f"book/notebooks/{n}.html" for n in NOTEBOOKS)]:
         assert shown in pages[page], page
+
+
+def _own_record(run: Path) -> dict:
+    """Notebook 7's run on a folder of photos, with its data checks and threshold."""
+    rec = make_record(kind="own", name="07 fine-tuned on photos", params={"profile": "cpu", "stage": "finetune"},
+                      dataset={"name": "photos", "class_names": ["cat", "dog"], "counts": {"train": [90, 10]}},
+                      model={"base": "mobilenetv2", "img_size": 128, "weights_source": "random"},
+                      metrics={"train_accuracy": 0.99, "val_accuracy": 0.9, "test_accuracy": 0.875,
+                               "train_loss": 0.1, "test_loss": 0.4},
+                      extra={"data_checks": {"duplicates": {"groups": 1, "files": 2, "across_classes": 1,
+                                                            "across_splits": 0}, "unreadable": 0,
+                                             "near_duplicates": {"threshold": 0.9, "pairs": {"train-test": 3}}},
+                             "unknown": {"chosen": {"threshold": 0.7, "target_precision": 0.95, "precision": 0.96,
+                                                    "coverage": 0.8, "reached": True, "n": 50}}})
+    return write_record(rec, run / "records" / "07_finetune.json")
+
+
+def test_results_page_keeps_own_images_apart(root):
+    """Notebook 7's runs are on other data: a section of their own, not a row of the course's
+    tables, and not the largest training set the headline comparisons are made on."""
+    run = _write_run(root / "run", {})
+    _own_record(run)
+    section = write_results_page(root, run).read_text().split("## This build's run", 1)[1]
+    tables = _tables(section)
+    assert "07 fine-tuned on photos" not in {r["run"] for r in tables["Notebooks 1–4: runs on 1,000 training images"]}
+    assert [(r["run"], r["weights"], r["test acc"]) for r in tables["Your own images (notebook 7)"]] == [
+        ("07 fine-tuned on photos", "random weights, fine-tuned", "0.875")]
+    assert "- 07 fine-tuned on photos: Identical files: 1 group(s) (1 across classes" in section
+    assert "- 07 fine-tuned on photos: A threshold of 0.70 keeps 96.0% precision" in section
+    assert "**The headline comparisons**" in section
+
+
+def test_the_book_shows_a_notebook_newer_than_the_reference_unexecuted(root, monkeypatch):
+    """A reference run made before notebook 7 existed still builds the book: notebook 7's page
+    is its source, without outputs, under a note that says so; a --run must have them all."""
+    pytest.importorskip("jupyter_book")
+    (root / "_config.yml").write_text("title: test\n")
+    (root / "notebooks").mkdir()
+    for n in NOTEBOOKS:
+        (root / "notebooks" / f"{n}.ipynb").write_text(json.dumps(
+            {"cells": [{"cell_type": "markdown", "id": "x", "metadata": {}, "source": f"# {n}"}],
+             "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    ref = _write_run(root / "book" / "reference" / "cpu", {})
+    summary = json.loads((ref / "summary.json").read_text())
+    summary["notebooks"] = [e for e in summary["notebooks"] if e["notebook"] != NOTEBOOKS[-1]]
+    (ref / "summary.json").write_text(json.dumps(summary))
+    for n in NOTEBOOKS[:-1]:
+        (ref / f"{n}.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    assert reference_run(root) == ref
+    built = []
+    monkeypatch.setattr("tlkit.book.subprocess.run", lambda cmd, **kw: built.append(cmd) or type(
+        "Done", (), {"returncode": 0, "stdout": "", "stderr": ""})())
+    build_book(root=root, log=lambda *a, **k: None)
+    page = json.loads((root / "book" / "notebooks" / f"{NOTEBOOKS[-1]}.ipynb").read_text())
+    assert page["cells"][0]["source"] == f"# {NOTEBOOKS[-1]}"
+    assert page["cells"][1]["source"].startswith("```{note}\n**The reference run predates this notebook**")
+    assert "tlkit book reference" in page["cells"][1]["source"]
+    first = json.loads((root / "book" / "notebooks" / f"{NOTEBOOKS[0]}.ipynb").read_text())
+    assert "This page shows a real run" in first["cells"][0]["source"]
+    older = root / "older-run"
+    older.mkdir()
+    for p in ref.glob("*.*"):
+        (older / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(TlkitError, match=rf"did not all finish ok: {NOTEBOOKS[-1][:2]} \(not run\)"):
+        build_book(older, root)

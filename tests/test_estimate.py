@@ -14,10 +14,12 @@ from tlkit.estimate import COSTS, hardware
 BENCH = ROOT / "book" / "reference" / "bench" / "bench.json"
 REFERENCE = ROOT / "book" / "reference" / "cpu" / "summary.json"
 REF_CPU = hardware([], COSTS["bench"]["cores"])
+FLOWERS = [3107, 346, 864]  # notebook 7 knows its folder's split sizes once it has read it
 
 
 def settings(nb: str, profile: str) -> dict:
-    return {**course.profile_settings(nb, profile), "profile": profile}
+    return {**course.profile_settings(nb, profile), "profile": profile,
+            **({"split_sizes": FLOWERS} if nb == "07" else {})}
 
 
 def test_costs_are_the_committed_reference_bench():
@@ -79,8 +81,24 @@ def test_faster_hardware_is_expected_sooner(nb):
     s = settings(nb, "gpu")
     times = [estimate.expected_seconds(nb, s, hw) for hw in
              (REF_CPU, hardware([], 8), hardware(["Tesla T4"]), hardware(["NVIDIA H100 80GB HBM3"]))]
-    assert times == sorted(times, reverse=True) and times[-1] >= COSTS["overhead_s"][nb]
+    assert times == sorted(times, reverse=True) and times[-1] >= estimate.overhead_seconds(nb)
     assert estimate.expected_seconds(nb, settings(nb, "cpu"), REF_CPU) < times[0]
+
+
+def test_a_folder_is_estimated_once_it_is_read(capsys):
+    """Notebook 7 on a folder: no estimate before its size is known, then one from the split
+    sizes it found, with the largest fixed cost the bench measured (it predates notebook 7)."""
+    s = {**course.profile_settings("07", "cpu"), "profile": "cpu"}
+    assert estimate.announce("07", s, REF_CPU) is None
+    assert estimate.overhead_seconds("07") == max(COSTS["overhead_s"].values())
+    seconds = estimate.announce("07", {**s, "split_sizes": FLOWERS}, REF_CPU)
+    fine = estimate.finetune_work(tuple(FLOWERS), s)
+    assert seconds > estimate.overhead_seconds("07") + fine.seconds
+    assert estimate.announce_work("fine-tuning", fine, REF_CPU) == pytest.approx(fine.seconds)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("no estimate (the reference bench measured nothing for 'flowers')")
+    assert lines[1].startswith("expected time on this CPU (2 cores): about") and "cpu settings" in lines[1]
+    assert lines[2].startswith("expected time of fine-tuning on this CPU (2 cores): about")
 
 
 def test_a_gpu_step_costs_at_least_the_floor():

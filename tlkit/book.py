@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tlkit import TlkitError
 from tlkit.course import (NOTEBOOKS, book_config, colab_link, load_summary, notebook_id, record_notebook,
-                          require)
+                          require, source_notebooks)
 from tlkit.markup import md_code, md_text
-from tlkit.records import KINDS, RecordError, check_kinds, read_records, study, to_frame, weights_kind
+from tlkit.records import KINDS, RecordError, check_kinds, read_records, record_weights, study, to_frame
 from tlkit.system import write_text
 
 REFERENCE = Path("book") / "reference"
@@ -72,8 +72,7 @@ def run_label(summary: dict | None, recs: list[dict]) -> str:
     hw = src.get("hardware", {})
     device = ", ".join(hw.get("gpus") or []) or f"{hw.get('cpu', '?')} ({hw.get('cores', '?')} CPU cores)"
     profile = (summary or {}).get("profile") or (recs[0].get("params", {}).get("profile") if recs else "?")
-    weights = sorted({weights_kind(r.get("weights_source", "random"), r.get("kind"), r.get("weights_origin"))
-                      for r in recs})
+    weights = sorted({record_weights(r) for r in recs})
     commit = (src.get("git_commit") or "")[:10] or "unknown"
     return "\n".join([f"- **Run:** {md_code(profile)} profile, {md_text(str(src.get('created', ''))[:10])}, "
                       f"tlkit commit {md_code(commit)}",
@@ -163,6 +162,29 @@ def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[
                     f"Notebook 2 ({who}): how many labels each method needs."), ""]
 
 
+def _own_images(recs: list[dict], own) -> list[str]:
+    """Notebook 7's runs on a folder of photos: their accuracies, then what their 'unknown'
+    threshold and data checks found, in computed sentences."""
+    from tlkit import findings
+
+    if not len(own):
+        return []
+    out = ["### Your own images (notebook 7)", "",
+           "The appendix's runs on a folder of photos, not on the course's data set: compare them "
+           "with each other, not with the runs above.", "",
+           md_table(own, {"run": "run", "weights": "weights", "img_size": "input px", "train_accuracy": "train acc",
+                          "val_accuracy": "val acc", "test_accuracy": "test acc", "wall_seconds": "wall s"},
+                    {"train_accuracy": ".3f", "val_accuracy": ".3f", "test_accuracy": ".3f",
+                     "wall_seconds": ".0f"}), ""]
+    for i in own.index:
+        rec = recs[i]
+        if "data_checks" in rec:
+            out.append(f"- {md_text(rec['name'])}: {md_text(findings.data_checks(rec['data_checks']))}")
+        if "unknown" in rec:
+            out.append(f"- {md_text(rec['name'])}: {md_text(findings.unknown(**rec['unknown']))}")
+    return out + [""]
+
+
 def results_section(title: str, recs: list[dict], summary: dict | None, root: Path, key: str,
                     who: str) -> str:
     """One run's results (``title``, Markdown, heads it; ``who`` names the run in captions): its
@@ -176,6 +198,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     if not recs:
         return "\n".join([f"## {title}", "", *note, "No run records found.", ""])
     df = to_frame(recs)
+    own, df = _of_kind(df, "own"), df[df["kind"] != "own"]  # notebook 7's runs are on other data
     out = [f"## {title}", "", run_label(summary, recs), "", *note]
     out += _lessons(recs, df)
     frozen = _of_kind(df, "frozen")
@@ -195,7 +218,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
         out.append(_figure(fig, f"{key}_frozen_by_size", root,
                            "Line chart of frozen MobileNetV2 test accuracy against input size",
                            f"Notebook 2 ({who}): the same frozen weights and head at each input size."))
-    main = _of_kind(df, *(k for k in KINDS if k != "ablation")).sort_values(
+    main = _of_kind(df, *(k for k in KINDS if k not in ("ablation", "own"))).sort_values(
         ["kind", "img_size", "run"], key=lambda c: c.map(
             {"scratch": 0, "frozen": 1, "finetune": 2, "comparison": 3}) if c.name == "kind" else c)
     out += ["Runs are grouped by the number of training images they learned from: accuracies from "
@@ -240,6 +263,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                            f"Notebook 4 ({who}): each backbone's frozen features and trained head, "
                            "marked by where its weights came from."))
     out += _label_efficiency(recs, root, key, who)
+    out += _own_images(recs, own)
     abl = _of_kind(df, "ablation")
     abl = abl[[study(recs[i]) == "knob" for i in abl.index]]
     if len(abl):
@@ -374,25 +398,34 @@ def save_reference(run: str | Path, root: str | Path = ".") -> Path:
     return dest
 
 
-def _finished_summary(run: Path) -> dict:
-    """The summary of a course run in which every notebook ran and finished ok."""
+def _finished_summary(run: Path, predates: bool = False) -> dict:
+    """The summary of a course run in which every notebook ran and finished ok; with
+    ``predates``, notebooks the run never ran (added to the course after it) are left out."""
     summary = load_summary(run)
     if summary is None:
         raise TlkitError(f"{run} has no summary.json: give the --out folder of 'tlkit course run'")
     status = {notebook_id(e["notebook"]): e["status"] for e in summary["notebooks"]}
     bad = [f"{notebook_id(n)} ({status.get(notebook_id(n), 'not run')})" for n in NOTEBOOKS
-           if status.get(notebook_id(n)) != "ok"]
+           if status.get(notebook_id(n)) != "ok" and not (predates and notebook_id(n) not in status)]
     if bad:
         raise TlkitError(f"notebooks of {run} did not all finish ok: {', '.join(bad)}; rerun them "
                          f"with 'tlkit course run --profile {summary.get('profile')} --out {run} --resume'")
     return summary
 
 
+def _ran(run: Path) -> list[str]:
+    """The course notebooks a run's summary lists (a run older than a notebook lacks it)."""
+    listed = {notebook_id(e["notebook"]) for e in (load_summary(run) or {"notebooks": []})["notebooks"]}
+    return [n for n in NOTEBOOKS if notebook_id(n) in listed]
+
+
 def reference_run(root: str | Path = ".") -> Path:
-    """The committed reference run the book shows by default (book/reference/<profile>/)."""
+    """The committed reference run the book shows by default (book/reference/<profile>/); it
+    may predate the newest notebooks, whose pages then show them unexecuted."""
     for profile in REFERENCE_PROFILES:
         folder = Path(root) / REFERENCE / profile
-        if (folder / "summary.json").is_file() and all((folder / f"{n}.ipynb").is_file() for n in NOTEBOOKS):
+        ran = _ran(folder) if (folder / "summary.json").is_file() else []
+        if ran and all((folder / f"{n}.ipynb").is_file() for n in ran):
             return folder
     raise TlkitError(f"no reference run with executed notebooks in {REFERENCE.as_posix()}/: make one with "
                      f"'{REGENERATE}', or build from another run with --run DIR")
@@ -416,8 +449,7 @@ def run_banner(summary: dict, recs: list[dict], notebook: str) -> str:
     data = sorted({_data_words(r) for r in mine})
     if data:
         facts.append("data: " + "; ".join(data))
-    weights = sorted({weights_kind(r.get("weights_source", "random"), r.get("kind"), r.get("weights_origin"))
-                      for r in mine})
+    weights = sorted({record_weights(r) for r in mine})
     if weights:
         facts.append("weights: " + "; ".join(map(md_text, weights)))
     facts += [md_text(device), md_text(str(summary.get("created", ""))[:10]),
@@ -427,6 +459,13 @@ def run_banner(summary: dict, recs: list[dict], notebook: str) -> str:
                 "shapes and random weights, so its numbers only show that the code runs, not what the "
                 "methods achieve.\n```")
     return "```{note}\n**This page shows a real run:** " + " · ".join(facts) + ".\n```"
+
+
+def unexecuted_banner(summary: dict) -> str:
+    """The note at the top of a notebook page that the shown run predates: no outputs."""
+    return (f"```{{note}}\n**The reference run predates this notebook** (`{summary.get('profile')}` profile, "
+            f"{str(summary.get('created', ''))[:10]}), so its page shows the code without outputs; the "
+            f"next regeneration of the reference runs it:\n`{REGENERATE}`.\n```")
 
 
 def _with_banner(src: Path, dest: Path, banner: str, pairs: list[tuple[str, str]]) -> None:
@@ -450,8 +489,10 @@ def build_book(run: str | Path | None = None, root: str | Path = ".", log=print)
     if not (root / "_config.yml").is_file():
         raise TlkitError(f"{root} has no _config.yml: pass --root (the repository root)")
     run_dir = Path(run).resolve() if run else reference_run(root)
-    summary = _finished_summary(run_dir)
-    if not all((run_dir / f"{n}.ipynb").is_file() for n in NOTEBOOKS):
+    is_reference = run_dir.parent == (root / REFERENCE).resolve()
+    summary = _finished_summary(run_dir, predates=is_reference)
+    ran = _ran(run_dir) if is_reference else NOTEBOOKS
+    if not all((run_dir / f"{n}.ipynb").is_file() for n in ran):
         raise TlkitError(f"executed notebooks missing in {run_dir}: run 'tlkit course run --out {run}'")
     recs = read_records(run_dir / "records")
     dest = root / PAGES
@@ -460,10 +501,13 @@ def build_book(run: str | Path | None = None, root: str | Path = ".", log=print)
     dest.mkdir(parents=True)
     pairs = _portable_pairs(run_dir, root, summary)
     for n in NOTEBOOKS:
-        _with_banner(run_dir / f"{n}.ipynb", dest / f"{n}.ipynb", run_banner(summary, recs, n), pairs)
+        if n in ran:
+            _with_banner(run_dir / f"{n}.ipynb", dest / f"{n}.ipynb", run_banner(summary, recs, n), pairs)
+        else:  # newer than the reference run: its source, without outputs
+            _with_banner(source_notebooks(root / "notebooks") / f"{n}.ipynb", dest / f"{n}.ipynb",
+                         unexecuted_banner(summary), pairs)
     if (root / GENERATED).exists():
         shutil.rmtree(root / GENERATED)
-    is_reference = run_dir.parent == (root / REFERENCE).resolve()
     write_results_page(root, None if is_reference else run_dir)
     write_performance_page(root, None if is_reference else run_dir)
     log(f"book pages from {run_dir.relative_to(root) if run_dir.is_relative_to(root) else run_dir}", flush=True)

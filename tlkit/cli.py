@@ -6,6 +6,7 @@ import dataclasses
 import sys
 
 from tlkit import TlkitError, quiet
+from tlkit.data import CROPS
 from tlkit.export import FORMATS
 from tlkit.serve import DEFAULT_MAX_PIXELS, Limits
 from tlkit.system import Terminated
@@ -17,7 +18,7 @@ def _train(a: argparse.Namespace) -> None:
     train_run(a.dataset, a.base, epochs=a.epochs, batch_size=a.batch_size, img_size=a.img_size,
               finetune=a.finetune, finetune_epochs=a.finetune_epochs, weights=a.weights,
               alpha=a.alpha, data_dir=a.data_dir, weights_dir=a.weights_dir,
-              limit_per_class=a.limit_per_class, seed=a.seed, out=a.out, lr=a.lr,
+              limit_per_class=a.limit_per_class, crop=a.crop, seed=a.seed, out=a.out, lr=a.lr,
               augment=not a.no_augment, class_weight="balanced" if a.class_weights else None,
               early_stopping=a.patience, label_smoothing=a.label_smoothing,
               tensorboard=a.tensorboard, overwrite=a.overwrite, verbose=a.verbose)
@@ -127,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", default=None, help="local data sets (default $TLKIT_DATA_DIR)")
     t.add_argument("--weights-dir", default=None, help="local weights (default $TLKIT_WEIGHTS_DIR)")
     t.add_argument("--limit-per-class", type=int, default=None)
+    t.add_argument("--crop", default="squash", choices=CROPS,
+                   help="how non-square photos become square: center (crop the middle), pad "
+                        "(letterbox), squash (resize whole, distorted)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--no-augment", action="store_true")

@@ -38,9 +38,9 @@ from tlkit.system import TMP_MARK, accelerators, process_alive, sigterm_as_inter
 
 NOTEBOOKS = ["01_cnn_from_scratch", "02_frozen_mobilenetv2", "03_fine_tuning",
              "04_model_comparison", "05_overfitting_gaps",
-             "06_from_notebook_to_service"]  # the five steps, then the appendix
+             "06_from_notebook_to_service", "07_your_own_images"]  # the five steps, then the appendices
 DEPENDS = {"01": [], "02": ["01"], "03": ["01", "02"], "04": [], "05": ["01", "02", "03", "04"],
-           "06": ["03"]}
+           "06": ["03"], "07": []}
 PROFILES = ("smoke", "cpu", "gpu")
 NOTEBOOKS_DIR = "notebooks"  # in the repository
 BADGE_TEXT = "[![Open In Colab]"  # how the badge line under each notebook's title starts
@@ -67,6 +67,10 @@ GPU = {
                scratch_limit_per_class=1000, scratch_epochs=30, scratch_batch_size=64, scratch_lr=2e-3,
                head_epochs=30),
     "06": dict(threshold=0.5, export_format="onnx"),
+    "07": dict(dataset="flowers", image_size=224, crop="center", limit_per_class=None, alpha=1.0,
+               weights="imagenet", head_epochs=30, finetune_epochs=5, unfreeze_last=40, batch_size=64,
+               finetune_lr=1e-4, near_duplicate=0.9, target_precision=0.95, other_images="cifar10",
+               other_count=300, photo=None),
 }
 # What a profile changes.
 CHANGES = {
@@ -81,6 +85,9 @@ CHANGES = {
                    weights="none", head_epochs=5),
         "05": dict(dataset="synthetic", ablation_img_size=64, ablation_weights="none", scratch_limit_per_class=60,
                    scratch_epochs=3, head_epochs=5),
+        "07": dict(dataset="generated", image_size=48, alpha=0.35, weights="none", head_epochs=5,
+                   finetune_epochs=1, unfreeze_last=10, batch_size=32, other_images="generated",
+                   other_count=24),
     },
     "cpu": {  # all of CIFAR-10's training images; the bench (tlkit bench --suite cpu) uses these too
         "01": dict(epochs=10, batch_size=256, lr=4e-3, label_smoothing=0.2, early_stopping=None),
@@ -90,6 +97,7 @@ CHANGES = {
         "04": dict(limit_per_class=150, img_size=96),
         "05": dict(ablation_img_size=160, ablation_limit_per_class=1000, scratch_limit_per_class=200,
                    scratch_epochs=10),
+        "07": dict(image_size=128, finetune_epochs=3),  # the shared flowers set's photos are 128 px
     },
 }
 
@@ -120,6 +128,15 @@ NOTES = {
                data_dir="local data sets (default: $TLKIT_DATA_DIR)",
                weights_dir="not used here: the model file holds its weights",
                out_dir="the run folder of notebook 3"),
+    "07": dict(dataset='your folder (a sub-folder per class) or archive; "flowers"; "generated": drawn shapes '
+                       'with planted mistakes',
+               image_size="the size the model sees; each photo is decoded straight to it",
+               crop='non-square photos: "center" (keep the middle), "pad" (letterbox) or "squash"',
+               finetune_epochs="0: keep the frozen head", other_count="how many of them to check",
+               near_duplicate="cosine similarity of frozen features from which two photos are near-duplicates",
+               target_precision="the 'unknown' threshold keeps this precision on the validation split",
+               other_images="photos of none of the classes: a folder, an archive or a built-in data set",
+               photo="a photo to classify at the end; None: upload one in Colab, else a test photo"),
 }
 CELL_WIDTH = 100  # a list longer than this goes on to the next line
 NOTE_COLUMN = 30  # the notes of short lines start in this column

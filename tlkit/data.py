@@ -5,6 +5,9 @@ folder or archive whose name starts with ``cifar10`` before it asks Keras to dow
 ``load_dataset("synthetic")`` draws a learnable data set in memory; any path to an
 image folder (one folder a class, optionally under ``train/`` and ``test/``), a
 ``.tar``/``.tar.gz``/``.zip`` of one, or a folder of TFRecord shards also works.
+Non-square images are made square by ``crop`` (:data:`CROPS`); every file's bytes are hashed
+as it streams past, so identical files across classes and splits are reported
+(:meth:`Dataset.duplicates`).
 """
 from __future__ import annotations
 
@@ -28,9 +31,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
 BUILTIN = ("synthetic", "cifar10", "cifar100", "flowers")
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
-CACHE_VERSION = 3  # of the data-set cache entries under cache_dir() / "datasets"
+CACHE_VERSION = 4  # of the data-set cache entries under cache_dir() / "datasets"; 4: file names and hashes
 MAX_IMAGE_BYTES = 64 * 2**20  # a larger file or archive member is skipped, never read whole
 MAX_IMAGE_PIXELS = 50_000_000  # an image that would decode to more pixels is skipped
+#: How a non-square image becomes a square one: ``center`` crops its middle (Keras's
+#: ``crop_to_aspect_ratio``), ``pad`` fits it whole and fills the rest black (letterbox),
+#: ``squash`` resizes it whole (distorted).
+CROPS = ("center", "pad", "squash")
 
 
 class DatasetError(TlkitError):
@@ -51,6 +58,11 @@ class Dataset:
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
     corrupt: list[str] = field(default_factory=list)
+    crop: str = "squash"
+    #: per split, each image's file (relative path) and a 64-bit hash of its bytes, in the
+    #: order of the split's images as loaded; empty for data sets not read from files
+    files: dict[str, np.ndarray] = field(default_factory=dict)
+    digests: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -75,7 +87,8 @@ class Dataset:
         return float(c.max() / max(c.min(), 1))
 
     def describe(self) -> str:
-        """A short human-readable summary: sizes, class counts, imbalance, corrupt files."""
+        """A short human-readable summary: sizes, class counts, imbalance, corrupt files and
+        identical files (when the data came from files)."""
         c = self.counts()
         lines = [f"{self.name} ({self.source}): {self.num_classes} classes, images {self.image_shape}"]
         for split, counts in c.items():
@@ -84,13 +97,50 @@ class Dataset:
         if self.corrupt:
             lines.append(f"  {len(self.corrupt)} unreadable image(s) skipped: {', '.join(self.corrupt[:5])}"
                          + (" ..." if len(self.corrupt) > 5 else ""))
+        if self.digests:
+            d = duplicate_summary(self.duplicates())
+            lines.append(f"  identical files: {d['groups']} group(s) of {d['files']} files, "
+                         f"{d['across_classes']} across classes, {d['across_splits']} across splits"
+                         + (" (Dataset.duplicates() lists them)" if d["groups"] else ""))
         return "\n".join(lines)
 
     def info(self) -> dict:
         """What a run record stores about the data."""
-        return {"name": self.name, "source": self.source, "class_names": list(self.class_names),
-                "counts": self.counts(), "image_shape": list(self.image_shape),
-                "imbalance": round(self.imbalance(), 3), "corrupt": list(self.corrupt)}
+        out = {"name": self.name, "source": self.source, "class_names": list(self.class_names),
+               "counts": self.counts(), "image_shape": list(self.image_shape),
+               "imbalance": round(self.imbalance(), 3), "corrupt": list(self.corrupt), "crop": self.crop}
+        if self.digests:
+            out["duplicates"] = duplicate_summary(self.duplicates())
+        return out
+
+    def duplicates(self) -> list[list[dict]]:
+        """Groups of files with identical bytes (largest first): each file as ``split``,
+        ``index`` (into that split), ``file`` and ``label``. A group spanning classes is a
+        labelling conflict; one spanning splits leaks test images into training."""
+        if not self.digests:
+            return []
+        groups: dict[int, list[tuple[str, int]]] = {}
+        for split, digests in self.digests.items():
+            for i, d in enumerate(digests.tolist()):
+                groups.setdefault(d, []).append((split, i))
+        out = [[self.about(split, i) for split, i in members] for members in groups.values() if len(members) > 1]
+        return sorted(out, key=lambda g: (-len(g), g[0]["file"]))
+
+    def about(self, split: str, index: int) -> dict:
+        """One image: its ``split``, ``index`` there, ``file`` (or ``"<split> #<index>"`` for data
+        not read from files) and ``label`` (class name)."""
+        files = self.files.get(split)
+        return {"split": split, "index": int(index),
+                "file": str(files[index]) if files is not None else f"{split} #{index}",
+                "label": self.class_names[int(getattr(self, f"y_{split}")[index])]}
+
+
+def duplicate_summary(groups: list[list[dict]]) -> dict:
+    """How many groups of identical files (:meth:`Dataset.duplicates`) there are, how many
+    files they hold, and how many span classes or splits."""
+    return {"groups": len(groups), "files": sum(map(len, groups)),
+            "across_classes": sum(len({f["label"] for f in g}) > 1 for g in groups),
+            "across_splits": sum(len({f["split"] for f in g}) > 1 for g in groups)}
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -143,6 +193,67 @@ def make_synthetic(n_classes: int = 4, n_per_class: int = 200, size: int = 32, s
         img = np.where(mask[..., None], colour, background) + rng.normal(0, 0.04, (size, size, 3))
         images[i] = np.clip(img * 255, 0, 255).astype(np.uint8)
     return images, labels.astype(np.int64), kinds[:n_classes]
+
+
+def make_image_folder(root: str | Path, n_classes: int = 3, per_class: int = 40, *, mislabelled: int = 2,
+                      duplicates: int = 2, near_duplicates: int = 2, other: int = 24, seed: int = 0) -> dict:
+    """Write drawn shapes (:func:`make_synthetic`) as a folder of photos like a student's:
+    ``photos/<class>/*.jpg`` of varied sizes and aspect ratios, each class in its own shape and
+    tint (so even colour tells the classes apart), with planted mistakes to find:
+    ``mislabelled`` images of another class in a class's folder, ``duplicates`` files copied
+    byte for byte into another class's folder, ``near_duplicates`` re-encoded, slightly
+    smaller copies in the same folder, and one unreadable file; and ``other/``: ``other``
+    images of shapes of none of the classes, untinted. The same arguments write the same files
+    (into an existing folder too). Returns the folders and what was planted (paths relative to
+    ``photos/``, as :meth:`Dataset.duplicates` names files)."""
+    import colorsys
+
+    from PIL import Image
+
+    root = Path(root)
+    total = n_classes + 3
+    x, y, kinds = make_synthetic(total, per_class + mislabelled + other, 64, seed)
+    rng = np.random.default_rng(seed)
+    folder, others = root / "photos", root / "other"
+    planted: dict = {"folder": folder, "other": others, "classes": kinds[:n_classes], "mislabelled": [],
+                     "duplicates": [], "near_duplicates": [], "unreadable": []}
+    tints = [colorsys.hsv_to_rgb(c / n_classes, 0.75, 1.0) for c in range(n_classes)] + [(0.7,) * 3] * 3
+
+    def save(i: int, path: Path) -> str:
+        w, h = (int(rng.integers(96, 192)) for _ in range(2))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img = (x[i] * np.asarray(tints[y[i]])).astype(np.uint8)
+        Image.fromarray(img).resize((w, h), Image.BILINEAR).save(path, quality=90)
+        return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(path)
+
+    by_class = [np.flatnonzero(y == c) for c in range(total)]
+    files = []
+    for c, name in enumerate(kinds[:n_classes]):
+        for i in by_class[c][:per_class]:
+            files.append(folder / save(i, folder / name / f"IMG_{i:05d}.jpg"))
+        for k in range(mislabelled):  # a shape of the next class, filed under this one
+            i = by_class[(c + 1) % n_classes][per_class + k]
+            planted["mislabelled"].append(save(i, folder / name / f"IMG_{i:05d}.jpg"))
+    picks = rng.choice(len(files), duplicates + near_duplicates, replace=False)
+    for j, pick in enumerate(picks):
+        src = files[pick]
+        if j < duplicates:  # the same bytes in the next class's folder
+            other_class = kinds[(kinds.index(src.parent.name) + 1) % n_classes]
+            dst = folder / other_class / f"copy_{src.name}"
+            dst.write_bytes(src.read_bytes())
+            planted["duplicates"].append((src.relative_to(folder).as_posix(), dst.relative_to(folder).as_posix()))
+        else:  # the same photo again, smaller and re-encoded: other bytes
+            dst = src.with_name(f"edited_{src.name}")
+            with Image.open(src) as im:
+                im.resize((im.width * 9 // 10, im.height * 9 // 10), Image.BILINEAR).save(dst, quality=75)
+            planted["near_duplicates"].append((src.relative_to(folder).as_posix(),
+                                               dst.relative_to(folder).as_posix()))
+    bad = folder / kinds[0] / "IMG_broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a JPEG")
+    planted["unreadable"].append(bad.relative_to(folder).as_posix())
+    for k in range(other):
+        save(by_class[n_classes + k % 3][k // 3], others / f"other_{k:03d}.jpg")
+    return planted
 
 
 # --------------------------------------------------------------------------- image folders
@@ -216,8 +327,9 @@ HIGH_DEPTH = {"I": 1 / 257, "I;16": 1 / 257, "I;16L": 1 / 257, "I;16B": 1 / 257,
               "F": 255.0}
 
 
-def to_rgb8(im, size: tuple[int, int] | None = None):
-    """``im`` as 8-bit RGB, resized to ``size`` (width, height) with bilinear filtering when given.
+def to_rgb8(im, size: tuple[int, int] | None = None, box: tuple[float, float, float, float] | None = None):
+    """``im`` as 8-bit RGB, resized to ``size`` (width, height) with bilinear filtering when given
+    (from its region ``box``, left, top, right, bottom, when given: a crop without a copy).
 
     High-depth images (:data:`HIGH_DEPTH`) are scaled to 8 bits, not clipped as Pillow's
     ``convert`` clips them (a 16-bit photo would turn near white). RGB, greyscale and
@@ -230,36 +342,61 @@ def to_rgb8(im, size: tuple[int, int] | None = None):
         im = im.convert("RGB")  # palette, alpha (dropped), CMYK: a copy at full size
     elif scale is not None and im.mode not in ("I", "I;16", "F"):
         im = im.convert("I")  # other byte orders: Pillow resizes these wrongly
-    if size and size != im.size:
-        im = im.resize(size, Image.BILINEAR)
+    if size and (size != im.size or box):
+        im = im.resize(size, Image.BILINEAR, box=box)
     if scale is not None:
         im = Image.fromarray(np.clip(np.rint(np.asarray(im, np.float64) * scale), 0, 255).astype(np.uint8))
     return im.convert("RGB")
 
 
-def _decode(data: bytes, image_size: int | None = None, fallback_size: int | None = None
-            ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode one image straight to its working size; returns (uint8 array, native (h, w)).
+def fit(im, size: tuple[int, int], crop: str = "squash"):
+    """``im`` as 8-bit RGB of ``size`` (width, height), its aspect ratio made ``size``'s by
+    ``crop`` (:data:`CROPS`): ``center`` resizes the middle region of that aspect ratio,
+    ``pad`` resizes it whole to fit inside and centres it on black, ``squash`` resizes it whole."""
+    from PIL import Image
+
+    (w, h), (tw, th) = im.size, size
+    if crop == "center":
+        scale = min(w / tw, h / th)
+        cw, ch = tw * scale, th * scale
+        return to_rgb8(im, size, ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2))
+    if crop == "pad":
+        scale = min(tw / w, th / h)
+        inner = (max(1, min(tw, round(w * scale))), max(1, min(th, round(h * scale))))
+        canvas = Image.new("RGB", size)
+        canvas.paste(to_rgb8(im, inner), ((tw - inner[0]) // 2, (th - inner[1]) // 2))
+        return canvas
+    return to_rgb8(im, size)
+
+
+def _decode(data: bytes, image_size: int | None = None, fallback_size: int | None = None,
+            crop: str = "squash") -> tuple[np.ndarray, tuple[int, int], bool]:
+    """Decode one image straight to its working size; returns (uint8 array, native (h, w),
+    whether it was resized to ``image_size`` or ``fallback_size``).
 
     ``image_size`` S gives S x S; ``fallback_size`` F gives F x F for an image larger than F
     either way and leaves smaller ones as they are (:class:`_Decoder` resizes mixed sizes).
-    A JPEG is decoded at a reduced scale (``draft``) that still covers the target, so a
-    phone photo never exists at full resolution in memory. An image that would still decode
-    to more than :data:`MAX_IMAGE_PIXELS` raises :class:`TooLarge` before it is decoded.
+    A non-square image is made square by ``crop`` (:func:`fit`), at its own scale when it
+    keeps its size. A JPEG is decoded at a reduced scale (``draft``) that still covers the
+    target, so a phone photo never exists at full resolution in memory. An image that would
+    still decode to more than :data:`MAX_IMAGE_PIXELS` raises :class:`TooLarge` first.
     """
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
         w, h = im.size
-        target = image_size or (fallback_size if fallback_size and max(w, h) > fallback_size
-                                else None)
-        resize = bool(target) and (w, h) != (target, target)
+        side = image_size or (fallback_size if fallback_size and max(w, h) > fallback_size
+                              else None)
+        scaled = bool(side)
+        if side is None and w != h and crop != "squash":  # made square at its own scale
+            side = min(w, h) if crop == "center" else max(w, h)
+        resize = bool(side) and (w, h) != (side, side)
         if resize:
-            im.draft("RGB", (target, target))
+            im.draft("RGB", (side, side))
         if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
             raise TooLarge(f"{w}x{h} px, more than {MAX_IMAGE_PIXELS:,}")
-        rgb = to_rgb8(im, (target, target)) if resize else to_rgb8(im)
-        return np.asarray(rgb, dtype=np.uint8), (h, w)
+        rgb = fit(im, (side, side), crop) if resize else to_rgb8(im)
+        return np.asarray(rgb, dtype=np.uint8), (h, w), resize and scaled
 
 
 class _Decoder:
@@ -270,9 +407,12 @@ class _Decoder:
     bytes a decoded pixel, at most :data:`MAX_IMAGE_PIXELS` pixels).
     """
 
-    def __init__(self, source: str, image_size: int | None, fallback_size: int | None):
+    def __init__(self, source: str, image_size: int | None, fallback_size: int | None,
+                 crop: str = "squash"):
         self.source, self.image_size, self.fallback_size = source, image_size, fallback_size
+        self.crop = crop
         self.arrays: dict[str, np.ndarray] = {}
+        self.digests: dict[str, int] = {}  # of the bytes: identical files, found while streaming
         self.native: Counter = Counter()
         self.corrupt: list[str] = []
         self.resized = False
@@ -282,7 +422,7 @@ class _Decoder:
         try:
             if isinstance(data, TooLarge):
                 raise data
-            img, native = _decode(data, self.image_size, self.fallback_size)
+            img, native, scaled = _decode(data, self.image_size, self.fallback_size, self.crop)
         except TooLarge as e:
             self.corrupt.append(f"{name} ({e})")
             return
@@ -295,8 +435,9 @@ class _Decoder:
             raise DatasetError(f"{self.source}: images have different sizes (e.g. {a[1]}x{a[0]} "
                                f"and {b[1]}x{b[0]}); pass image_size=S (CLI: --img-size S) to "
                                "resize them when loading")
-        self.resized |= img.shape[:2] != native
+        self.resized |= scaled
         self.arrays[name] = img
+        self.digests[name] = int.from_bytes(hashlib.sha1(data).digest()[:8], "little")
 
     def finish(self) -> dict:
         """Resize the images still at their own size when sizes are mixed; returns the native
@@ -322,26 +463,32 @@ class _Decoder:
             out[i] = self.arrays.pop(n)
         return out
 
+    def split(self, names: list[str], labels: list[int]) -> tuple[np.ndarray, ...]:
+        """(images, labels, files, digests) of ``names``, the images stacked (:meth:`stack`)."""
+        return (self.stack(names), np.asarray(labels, np.int64), np.asarray(names),
+                np.asarray([self.digests.pop(n) for n in names], np.uint64))
+
 
 def read_image_tree(entries: Iterable[Entry], source: str, image_size: int | None = None,
-                    fallback_size: int | None = None) -> dict:
+                    fallback_size: int | None = None, crop: str = "squash") -> dict:
     """Turn (path, bytes) entries of an image-folder layout into arrays per split.
 
     Layouts: ``<class>/<img>`` or ``<split>/<class>/<img>`` below any common top folders.
     Every image is decoded once, as it streams past, straight to its working size:
     ``image_size`` S resizes every image to S x S; ``fallback_size`` F resizes to F x F the
     images larger than F and, when sizes are mixed, all of them; uniform images no larger
-    than F keep their size (a model resizes them itself).
+    than F keep their size (a model resizes them itself). ``crop`` makes non-square images
+    square (:func:`fit`). Each file's bytes are hashed on the way (identical files).
     Memory is bounded by design, whatever the archive holds: N readable images take
     N x S x S x 3 bytes at working size S (their own size, at most MAX_IMAGE_PIXELS, when
     neither size is given), plus one image in flight: at most MAX_IMAGE_BYTES encoded and
     under 12 x MAX_IMAGE_PIXELS bytes decoding it (about 0.7 GB at the defaults), plus a
     compressed tar stream's buffers (tens of MB). Files, members or images over a limit are
     skipped and listed in ``corrupt`` with the reason.
-    Returns ``{"splits": {split: (x, y)}, "class_names": [...], "corrupt": [...],
+    Returns ``{"splits": {split: (x, y, files, digests)}, "class_names": [...], "corrupt": [...],
     "sizes": {"native", "largest", "resized"}}``.
     """
-    decoder = _Decoder(source, image_size, fallback_size)
+    decoder = _Decoder(source, image_size, fallback_size, crop)
     files, dirs = [], set()
     for name, data in entries:
         parts = [p for p in name.split("/") if p]
@@ -406,31 +553,63 @@ def read_image_tree(entries: Iterable[Entry], source: str, image_size: int | Non
         readable = [(cls, path) for cls, path in items if path in decoder.arrays]
         if not readable:
             raise DatasetError(f"{source}: every image of split '{split}' is unreadable")
-        out[split] = (decoder.stack([path for _, path in readable]),
-                      np.asarray([index[cls] for cls, _ in readable], np.int64))
+        out[split] = decoder.split([path for _, path in readable], [index[cls] for cls, _ in readable])
     return {"splits": out, "class_names": class_names, "corrupt": sorted(decoder.corrupt),
             "sizes": sizes}
 
 
+def _entries(path: Path) -> Iterator[Entry]:
+    """The entries of an image folder, or of a .tar/.tar.gz/.tgz/.zip archive of one."""
+    if path.is_dir():
+        return _iter_folder(path)
+    if zipfile.is_zipfile(path):
+        return _iter_zip(path)
+    if tarfile.is_tarfile(path):
+        return _iter_tar(path)
+    raise DatasetError(f"{path} is neither a folder nor a .tar/.tar.gz/.zip archive of images")
+
+
 def read_images(path: str | Path, image_size: int | None = None,
-                fallback_size: int | None = None) -> dict:
+                fallback_size: int | None = None, crop: str = "squash") -> dict:
     """Read an image folder, or a .tar/.tar.gz/.tgz/.zip archive of one."""
     path = Path(path)
-    if path.is_dir():
-        entries = _iter_folder(path)
-    elif zipfile.is_zipfile(path):
-        entries = _iter_zip(path)
-    elif tarfile.is_tarfile(path):
-        entries = _iter_tar(path)
+    return read_image_tree(_entries(path), str(path), image_size, fallback_size, crop)
+
+
+def sample_images(source: str | Path, n: int, image_size: int, *, crop: str = "center",
+                  data_dir: str | Path | None = None, seed: int = 0) -> np.ndarray:
+    """Up to ``n`` images (a seeded choice) of ``source`` at ``image_size`` x ``image_size``,
+    e.g. images of none of a classifier's classes: a built-in data set's test images, or every
+    image in a folder or archive, in class folders or not (unreadable ones skipped)."""
+    _check_crop(crop)
+    rng = np.random.default_rng(seed)
+    if str(source) in BUILTIN:  # a known set: loaded (and cached) at its own size, then resized
+        x = load_dataset(source, data_dir=data_dir, fallback_size=image_size, seed=seed).x_test
+        x = x[np.sort(rng.choice(len(x), min(n, len(x)), replace=False))]
     else:
-        raise DatasetError(f"{path} is neither a folder nor a .tar/.tar.gz/.zip archive of images")
-    return read_image_tree(entries, str(path), image_size, fallback_size)
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise DatasetError(f"no images at {path}: give a folder or archive of images, or a "
+                               f"built-in data set ({', '.join(BUILTIN)})")
+        decoder = _Decoder(str(path), image_size, None, crop)
+        for name, data in _entries(path):
+            if data is not None:
+                decoder.add(name, data)
+        names = sorted(decoder.arrays)
+        if not names:
+            raise DatasetError(f"no readable images ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
+        x = decoder.stack([names[i] for i in np.sort(rng.choice(len(names), min(n, len(names)), replace=False))])
+    if x.shape[1:3] == (image_size, image_size):
+        return x
+    from PIL import Image
+
+    return np.stack([np.asarray(fit(Image.fromarray(a), (image_size, image_size), crop)) for a in x])
 
 
 # --------------------------------------------------------------------------- TFRecords
 
 def read_tfrecords(path: str | Path, image_size: int | None = None,
-                   fallback_size: int | None = None) -> dict:
+                   fallback_size: int | None = None, crop: str = "squash") -> dict:
     """Read TFRecord shards of (image bytes, class id), the Kaggle 104-flowers layout.
 
     ``path`` is a folder of ``*.tfrec`` files, or one with ``train/`` and ``val/`` (or
@@ -451,7 +630,7 @@ def read_tfrecords(path: str | Path, image_size: int | None = None,
     if not groups:
         groups["all"] = sorted(path.glob("*.tfrec*"))
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "class": tf.io.FixedLenFeature([], tf.int64)}
-    decoder = _Decoder(str(path), image_size, fallback_size)
+    decoder = _Decoder(str(path), image_size, fallback_size, crop)
     labels: dict[str, dict[str, int]] = {}
     for split, shards in groups.items():
         labels[split] = {}
@@ -473,11 +652,10 @@ def read_tfrecords(path: str | Path, image_size: int | None = None,
         readable = [n for n in names if n in decoder.arrays]
         if not readable:
             raise DatasetError(f"{path}: every image of split '{split}' is unreadable")
-        splits[split] = (decoder.stack(readable),
-                         np.asarray([names[n] for n in readable], np.int64))
+        splits[split] = decoder.split(readable, [names[n] for n in readable])
     if "val" in splits and "test" not in splits:
         splits["test"] = splits.pop("val")
-    n = int(max(y.max() for _, y in splits.values())) + 1
+    n = int(max(s[1].max() for s in splits.values())) + 1
     names_file = path / "classes.txt"
     names = names_file.read_text().split("\n")[:n] if names_file.exists() else [str(i) for i in range(n)]
     return {"splits": splits, "class_names": [s.strip() for s in names],
@@ -582,8 +760,9 @@ def _read_entry(path: Path, accept) -> dict | None:
                  "resized": bool(z["resized"])}
         if not accept(sizes):
             return None
-        splits = {k[2:]: (z[k], z["y_" + k[2:]]) for k in z.files if k.startswith("x_")}
-        if not splits or any(len(x) != len(y) or x.dtype != np.uint8 for x, y in splits.values()):
+        splits = {k[2:]: (z[k], z["y_" + k[2:]]) + tuple(z[f"{m}_{k[2:]}"] for m in "fd" if f"{m}_{k[2:]}" in z.files)
+                  for k in z.files if k.startswith("x_")}
+        if not splits or any(len({len(a) for a in s}) != 1 or s[0].dtype != np.uint8 for s in splits.values()):
             raise ValueError("inconsistent arrays")
         return {"splits": splits, "class_names": z["class_names"].tolist(),
                 "corrupt": z["corrupt"].tolist(), "sizes": sizes}
@@ -591,8 +770,8 @@ def _read_entry(path: Path, accept) -> dict | None:
 
 def _write_entry(path: Path, raw: dict) -> None:
     arrays = {}
-    for split, (x, y) in raw["splits"].items():
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    for split, parts in raw["splits"].items():  # (x, y) or (x, y, files, digests)
+        arrays.update(zip((f"{m}_{split}" for m in "xyfd"), parts))
     sizes = raw["sizes"]
 
     def write(tmp: Path) -> None:
@@ -604,7 +783,8 @@ def _write_entry(path: Path, raw: dict) -> None:
     cache_store(path, write, suffix=".npz")  # a full or read-only disk: run without the cache
 
 
-def _load_path(path: Path, image_size: int | None, fallback_size: int | None) -> dict:
+def _load_path(path: Path, image_size: int | None, fallback_size: int | None,
+               crop: str = "squash") -> dict:
     """Decoded arrays of a local source, from the cache when an entry holds them.
 
     A damaged entry is removed with a warning and rebuilt; temporary files of killed runs
@@ -618,14 +798,14 @@ def _load_path(path: Path, image_size: int | None, fallback_size: int | None) ->
     folder = cache_dir() / "datasets"
     clean_temp_files(folder)
     for tag, accept in _wanted(image_size, fallback_size):
-        raw = cache_load(folder / f"{cache_key(CACHE_VERSION, kind, stamp, tag)}.npz",
+        raw = cache_load(folder / f"{cache_key(CACHE_VERSION, kind, stamp, tag, crop)}.npz",
                          lambda p: _read_entry(p, accept))
         if raw is not None:
             return raw
     read = read_tfrecords if tfrec else read_images
-    raw = read(path, image_size, fallback_size)
+    raw = read(path, image_size, fallback_size, crop)
     tag = (image_size or fallback_size) if raw["sizes"]["resized"] else "native"
-    _write_entry(folder / f"{cache_key(CACHE_VERSION, kind, stamp, tag)}.npz", raw)
+    _write_entry(folder / f"{cache_key(CACHE_VERSION, kind, stamp, tag, crop)}.npz", raw)
     return raw
 
 
@@ -639,7 +819,7 @@ def _download_hint(name: str) -> str:
             "download it")
 
 
-def _load_keras(name: str) -> dict:
+def _load_keras(name: str, image_size: int | None, fallback_size: int | None, crop: str) -> dict:
     import keras
 
     try:
@@ -649,8 +829,8 @@ def _load_keras(name: str) -> dict:
                                                    extract=True))
             else:
                 (xtr, ytr), (xte, yte) = getattr(keras.datasets, name).load_data()
-        if name == "flowers":
-            return _load_path(folder, None, 224)
+        if name == "flowers":  # photos of many sizes: at most 224 px unless told otherwise
+            return _load_path(folder, image_size, fallback_size or 224, crop)
     except TlkitError:
         raise
     except Exception as e:  # Keras raises URL, OS, timeout and hash errors when it cannot download
@@ -667,7 +847,7 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 def load_dataset(name: str | Path, *, data_dir: str | Path | None = None,
                  image_size: int | None = None, fallback_size: int | None = None,
-                 limit_per_class: int | None = None, val_fraction: float = 0.1,
+                 crop: str = "squash", limit_per_class: int | None = None, val_fraction: float = 0.1,
                  test_fraction: float = 0.2, seed: int = 0, synthetic_classes: int = 4,
                  synthetic_per_class: int = 200, synthetic_size: int = 32) -> Dataset:
     """Load a data set by name or path, split it, and return uint8 arrays.
@@ -675,6 +855,8 @@ def load_dataset(name: str | Path, *, data_dir: str | Path | None = None,
     ``image_size`` resizes every image when loading; ``fallback_size`` (the size a model
     works at) resizes images larger than it, and all of them when sizes are mixed, so that
     memory and cache scale with the working size, never with the photos' size.
+    ``crop`` makes non-square images square (:data:`CROPS`; ``center`` as Keras's
+    ``crop_to_aspect_ratio``); the default ``squash`` resizes them whole.
     ``limit_per_class`` keeps at most that many images of each class in every split
     (seeded). A missing test split is cut from the data (``test_fraction``), and a
     validation split from the training data (``val_fraction``), both stratified.
@@ -683,6 +865,7 @@ def load_dataset(name: str | Path, *, data_dir: str | Path | None = None,
     _check_args(image_size=image_size, fallback_size=fallback_size,
                 limit_per_class=limit_per_class, val_fraction=val_fraction,
                 test_fraction=test_fraction)
+    _check_crop(crop)
     key = str(name)
     if key == "synthetic":
         n_test = max(synthetic_per_class // 4, 2)
@@ -695,18 +878,25 @@ def load_dataset(name: str | Path, *, data_dir: str | Path | None = None,
     elif key in BUILTIN:
         local = find_local(key, data_dir)
         if local is not None:
-            raw, source = _load_path(local, image_size, fallback_size), str(local.resolve())
+            raw, source = _load_path(local, image_size, fallback_size, crop), str(local.resolve())
         else:
-            raw, source = _load_keras(key), "keras:download"
+            raw, source = _load_keras(key, image_size, fallback_size, crop), "keras:download"
         ds_name = key
     else:
         path = Path(key).expanduser()
         if not path.exists() and "/" not in key and "." not in key:
             raise DatasetError(f"unknown data set '{key}': use one of {', '.join(BUILTIN)} or a "
                                "path to an image folder or archive")
-        raw, source = _load_path(path, image_size, fallback_size), str(path.resolve())
+        raw, source = _load_path(path, image_size, fallback_size, crop), str(path.resolve())
         ds_name = path.name.split(".")[0]
-    return _assemble(raw, ds_name, source, limit_per_class, val_fraction, test_fraction, seed)
+    ds = _assemble(raw, ds_name, source, limit_per_class, val_fraction, test_fraction, seed)
+    ds.crop = crop
+    return ds
+
+
+def _check_crop(crop: str) -> None:
+    if crop not in CROPS:
+        raise DatasetError(f"crop (--crop) must be one of {', '.join(CROPS)}, not {crop!r}")
 
 
 def _check_args(*, image_size, fallback_size, limit_per_class, val_fraction, test_fraction) -> None:
@@ -742,38 +932,39 @@ def _require_per_class(y: np.ndarray, class_names: list[str], cuts: list[str], w
                        f"splitting it into {splits} needs at least {need}: {fix}")
 
 
+def _take(split: tuple[np.ndarray, ...], idx: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The images ``idx`` of a split: (x, y) or (x, y, files, digests), each array indexed."""
+    return tuple(a[idx] for a in split)
+
+
 def _assemble(raw: dict, name: str, source: str, limit: int | None, val_fraction: float,
               test_fraction: float, seed: int) -> Dataset:
     splits = dict(raw["splits"])
     class_names = list(raw["class_names"])
     cut_val = "val" not in splits and val_fraction > 0
     if "all" in splits:
-        x, y = splits.pop("all")
-        idx = limit_per_class(y, limit, seed)
-        x, y = x[idx], y[idx]
+        everything = splits.pop("all")
+        everything = _take(everything, limit_per_class(everything[1], limit, seed))
+        y = everything[1]
         _require_per_class(y, class_names, ["test"] + ["validation"] * cut_val, "", source, limit)
         keep, test = stratified_split(y, test_fraction, seed)
-        splits["train"], splits["test"] = (x[keep], y[keep]), (x[test], y[test])
+        splits["train"], splits["test"] = _take(everything, keep), _take(everything, test)
     else:
         for s in list(splits):
-            x, y = splits[s]
-            idx = limit_per_class(y, limit, seed)
-            splits[s] = (x[idx], y[idx])
+            splits[s] = _take(splits[s], limit_per_class(splits[s][1], limit, seed))
     if "train" not in splits or "test" not in splits:
         raise DatasetError(f"{source}: found splits {sorted(splits)}; need train/ and test/ "
                            "folders, or one folder per class to split automatically")
-    xtr, ytr = splits["train"]
-    if "val" in splits:
-        xv, yv = splits["val"]
-    elif cut_val:
+    if "val" not in splits and cut_val:
+        ytr = splits["train"][1]
         if "all" not in raw["splits"]:
             _require_per_class(ytr, class_names, ["validation"], " in train", source, limit)
         keep, val = stratified_split(ytr, val_fraction, seed + 1)
-        xv, yv, xtr, ytr = xtr[val], ytr[val], xtr[keep], ytr[keep]
-    else:
-        xv = yv = None
-    xte, yte = splits["test"]
-    return Dataset(name=name, source=source, class_names=class_names, x_train=xtr,
-                   y_train=ytr, x_val=xv, y_val=yv, x_test=xte, y_test=yte,
-                   corrupt=list(raw["corrupt"]))
+        splits["val"], splits["train"] = _take(splits["train"], val), _take(splits["train"], keep)
+    files = {s: parts[2] for s, parts in splits.items() if len(parts) == 4}
+    digests = {s: parts[3] for s, parts in splits.items() if len(parts) == 4}
+    xv, yv = splits["val"][:2] if "val" in splits else (None, None)
+    return Dataset(name=name, source=source, class_names=class_names, x_train=splits["train"][0],
+                   y_train=splits["train"][1], x_val=xv, y_val=yv, x_test=splits["test"][0],
+                   y_test=splits["test"][1], corrupt=list(raw["corrupt"]), files=files, digests=digests)
 

@@ -1,6 +1,8 @@
-"""Evaluation: accuracy, precision/recall/F1, confusion matrix, top-k, gaps, 'unknown'."""
+"""Evaluation: accuracy, precision/recall/F1, confusion matrix, top-k, gaps, 'unknown' and
+its threshold, and the images with the highest loss."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import keras
@@ -27,20 +29,48 @@ def top_k_accuracy(y_true: np.ndarray, proba: np.ndarray, k: int) -> float:
     return float((ranked == np.asarray(y_true)[:, None]).any(1).mean())
 
 
+def image_losses(proba: np.ndarray, y_true: np.ndarray) -> np.ndarray:
+    """Each image's cross-entropy loss: minus the log of the probability given to its label."""
+    y_true = np.asarray(y_true)
+    return -np.log(np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, 1.0))
+
+
+def top_losses(proba: np.ndarray, y_true: np.ndarray, k: int = 16) -> np.ndarray:
+    """Indices of the ``k`` images with the highest loss, highest first (fastai's
+    ``top_losses``): the model is sure of another class. In a folder of one's own photos,
+    these are where mislabelled and ambiguous images turn up; look at them
+    (:func:`tlkit.plots.top_losses`) before trusting the labels or the accuracy."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    return np.argsort(-image_losses(proba, y_true), kind="stable")[:k]
+
+
+def top_losses_in(ds: Dataset, proba: dict[str, np.ndarray], k: int = 16) -> list[dict]:
+    """The ``k`` images of ``ds`` with the highest loss over the splits ``proba`` scores (its
+    class probabilities per split), highest first: each :meth:`~tlkit.data.Dataset.about` the
+    image, with the model's ``predicted`` class, its ``probability`` and the ``loss``."""
+    splits = list(proba)
+    y = np.concatenate([getattr(ds, f"y_{s}") for s in splits])
+    p = np.concatenate([proba[s] for s in splits])
+    where = [(s, i) for s in splits for i in range(len(proba[s]))]
+    loss = image_losses(p, y)
+    return [{**ds.about(*where[j]), "predicted": ds.class_names[int(p[j].argmax())],
+             "probability": float(p[j].max()), "loss": float(loss[j])} for j in top_losses(p, y, k)]
+
+
 def score(y_true: np.ndarray, proba: np.ndarray, class_names: Sequence[str], k: int = 5) -> dict:
     """Every metric of one split from labels and predicted probabilities."""
     y_true = np.asarray(y_true)
     n_classes = len(class_names)
     y_pred = proba.argmax(1)
     labels = list(range(n_classes))
-    p = np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, 1.0)
     k = max(min(k, n_classes - 1), 1)
     report = skm.classification_report(y_true, y_pred, labels=labels, target_names=list(class_names),
                                        output_dict=True, zero_division=0)
     out = {
         "n": int(len(y_true)),
         "accuracy": float((y_pred == y_true).mean()),
-        "loss": float(-np.log(p).mean()),
+        "loss": float(image_losses(proba, y_true).mean()),
         f"top{k}_accuracy": top_k_accuracy(y_true, proba, k),
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "per_class": {c: {m: float(report[c][m]) for m in ("precision", "recall", "f1-score", "support")}
@@ -109,6 +139,64 @@ def predict_labels(proba: np.ndarray, class_names: Sequence[str], threshold: flo
     top = proba.argmax(1)
     conf = proba.max(1)
     return [class_names[i] if c >= threshold else UNKNOWN for i, c in zip(top, conf)]
+
+
+def threshold_curve(proba: np.ndarray, y_true: np.ndarray) -> dict[str, np.ndarray]:
+    """At each threshold (every distinct top-class probability, high to low): ``precision``,
+    the accuracy on the images answered (top probability at least the threshold), and
+    ``coverage``, the share of images answered; the rest are ``unknown``."""
+    conf = proba.max(1)
+    order = np.argsort(-conf, kind="stable")
+    correct = (proba.argmax(1) == np.asarray(y_true))[order]
+    conf = conf[order]
+    last = np.flatnonzero(np.r_[conf[1:] != conf[:-1], True])  # the last image of each distinct value
+    answered = last + 1
+    return {"threshold": conf[last], "precision": np.cumsum(correct)[last] / answered,
+            "coverage": answered / len(conf)}
+
+
+@dataclass
+class Threshold:
+    """An 'unknown' threshold chosen for a precision, and where it leaves the split it was
+    chosen on (``curve``: :func:`threshold_curve`)."""
+
+    threshold: float
+    target: float  # the precision asked for
+    precision: float  # reached on the images answered
+    coverage: float  # the share of images answered
+    reached: bool  # whether any threshold gives ``target``
+    n: int
+    curve: dict
+
+    def info(self) -> dict:
+        """What a run record stores (the curve left out)."""
+        return {"threshold": self.threshold, "target_precision": self.target, "precision": self.precision,
+                "coverage": self.coverage, "reached": self.reached, "n": self.n}
+
+
+def choose_threshold(proba: np.ndarray, y_true: np.ndarray, precision: float = 0.95) -> Threshold:
+    """The lowest threshold whose answered images reach ``precision`` (so it answers as many
+    as it can), chosen on a held-out split, e.g. validation; images below it are
+    ``unknown``. When none reaches it, the threshold of the highest precision."""
+    if not 0.0 < precision <= 1.0:
+        raise ValueError(f"precision must be in (0, 1], not {precision}")
+    curve = threshold_curve(proba, y_true)
+    ok = np.flatnonzero(curve["precision"] >= precision)
+    i = int(ok[-1]) if len(ok) else int(np.argmax(curve["precision"]))
+    return Threshold(float(curve["threshold"][i]), precision, float(curve["precision"][i]),
+                     float(curve["coverage"][i]), bool(len(ok)), len(y_true), curve)
+
+
+def at_threshold(proba: np.ndarray, threshold: float, y_true: np.ndarray | None = None) -> dict:
+    """What a threshold does to a set of images: ``coverage``, the share answered (top
+    probability at least ``threshold``), ``unknown``, the rest, ``n``, and with labels
+    ``precision``, the accuracy on the images answered (0 when none is)."""
+    answered = proba.max(1) >= threshold
+    out = {"coverage": float(answered.mean()), "unknown": float(1 - answered.mean()), "n": int(len(proba))}
+    if y_true is not None:
+        right = proba.argmax(1) == np.asarray(y_true)
+        out["precision"] = float(right[answered].mean()) if answered.any() else 0.0
+    return out
 
 
 def per_class_accuracy(confusion: Sequence[Sequence[int]]) -> np.ndarray:

@@ -270,3 +270,78 @@ def train_subset(feats: Features, ds: Dataset, idx: np.ndarray) -> tuple[Feature
     splits = {k: (v[idx] if k in ("train", "train_flip") else v) for k, v in feats.splits.items()}
     return (replace(feats, splits=splits),
             replace(ds, x_train=ds.x_train[idx], y_train=ds.y_train[idx]))
+
+
+# --------------------------------------------------------------------------- checking a data set with features
+
+def out_of_fold_proba(feats: Features, ds: Dataset, *, folds: int = 5, seed: int = 0,
+                      **head_kwargs) -> np.ndarray:
+    """Class probabilities of every training image from a head that never saw it: ``folds``
+    heads (:func:`fit_head`, with ``head_kwargs``), each trained on cached features of the
+    other folds (stratified, seeded). A model scoring its own training images would have
+    learnt their labels, mistakes included; these probabilities show which labels the rest of
+    the data disagrees with (:func:`tlkit.evaluate.top_losses`)."""
+    from tlkit.evaluate import predict_proba
+
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, not {folds}")
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(ds.y_train), np.int64)
+    for c in np.unique(ds.y_train):  # every class spread over the folds
+        idx = rng.permutation(np.flatnonzero(ds.y_train == c))
+        fold[idx] = np.arange(len(idx)) % folds
+    proba = np.zeros((len(ds.y_train), ds.num_classes))
+    for k in range(folds):
+        sub_feats, sub_ds = train_subset(feats, ds, np.flatnonzero(fold != k))
+        head, _ = fit_head(sub_feats, sub_ds, seed=seed, **head_kwargs)
+        held = fold == k
+        proba[held] = predict_proba(head, feats.splits["train"][held])
+    return proba
+
+
+SPLIT_PAIRS = (("train", "val"), ("train", "test"), ("val", "test"))
+
+
+def leaks(feats: Features, ds: Dataset, threshold: float = 0.9) -> list[dict]:
+    """Near-duplicates across splits (:func:`near_duplicates` of each pair of splits'
+    features), most similar first: each ``{"splits": "train-test", "a": ..., "b": ...,
+    "similarity": ...}``, ``a`` and ``b`` :meth:`~tlkit.data.Dataset.about` the two images.
+    The features are centred on their mean over the splits first."""
+    splits = [s for s in ("train", "val", "test") if s in feats.splits]
+    center = np.concatenate([feats.splits[s] for s in splits]).mean(0)
+    out = []
+    for a, b in SPLIT_PAIRS:
+        if a in splits and b in splits:
+            out += [{"splits": f"{a}-{b}", "a": ds.about(a, i), "b": ds.about(b, j), "similarity": sim}
+                    for i, j, sim in near_duplicates(feats.splits[a], feats.splits[b], threshold, center=center)]
+    return sorted(out, key=lambda p: -p["similarity"])
+
+
+def count_leaks(pairs: list[dict]) -> dict[str, int]:
+    """How many of :func:`leaks`'s pairs each pair of splits has (``"train-test"``: ...)."""
+    return {f"{a}-{b}": sum(p["splits"] == f"{a}-{b}" for p in pairs) for a, b in SPLIT_PAIRS}
+
+
+def near_duplicates(a: np.ndarray, b: np.ndarray | None = None, threshold: float = 0.9,
+                    chunk: int = 1024, center: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+    """Pairs ``(i, j, similarity)`` of rows of ``a`` and ``b`` (e.g. frozen features of the
+    training and test images) whose cosine similarity is at least ``threshold``, most similar
+    first; without ``b``, pairs within ``a`` (i < j). The same photo resized, re-encoded or
+    shot twice lands there; across splits, such pairs leak test images into training.
+    ``center`` is subtracted from every row first: pooled features after a ReLU are all
+    positive, so any two images look alike until their common mean is taken away. Memory:
+    ``chunk`` x ``len(b)`` similarities at a time, never the whole matrix."""
+    def unit(f: np.ndarray) -> np.ndarray:
+        f = np.asarray(f, np.float32) - (0 if center is None else np.asarray(center, np.float32))
+        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+    ua = unit(a)
+    ub = ua if b is None else unit(b)
+    pairs: list[tuple[int, int, float]] = []
+    for start in range(0, len(ua), chunk):
+        sims = ua[start:start + chunk] @ ub.T
+        if b is None:  # each pair once, no image with itself
+            sims[np.arange(len(sims))[:, None] + start >= np.arange(len(ub))[None, :]] = -np.inf
+        i, j = np.nonzero(sims >= threshold)
+        pairs += zip((i + start).tolist(), j.tolist(), sims[i, j].astype(float).tolist())
+    return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))

@@ -194,3 +194,41 @@ def as_record(score: dict, split: str = "test") -> dict:
     """One split's score (``evaluate.score``'s dict) in the shape :func:`compare` reads, to
     compare two scorings of one model (e.g. with and without test-time augmentation)."""
     return {"metrics": {f"{split}_accuracy": score["accuracy"]}, "evaluation": {split: {"n": score["n"]}}}
+
+
+def unknown(chosen: dict, test: dict | None = None, other: dict | None = None) -> Finding:
+    """What an 'unknown' threshold does, from a run record's ``unknown`` part: ``chosen``
+    (:meth:`tlkit.evaluate.Threshold.info`, on the validation split), then on the test split
+    (``test``: ``precision``, ``coverage``, ``n``) and on images of none of the classes
+    (``other``: ``unknown``, the share turned away, and ``n``)."""
+    t, n = chosen["threshold"], chosen["n"]
+    if chosen["reached"]:
+        head = (f"A threshold of {t:.2f} keeps {chosen['precision']:.1%} precision (asked: "
+                f"{chosen['target_precision']:.0%}) on the {n:,} validation images, answering {chosen['coverage']:.1%} of them")
+    else:
+        head = (f"No threshold reaches {chosen['target_precision']:.0%} precision on the {n:,} validation images: "
+                f"the best, {chosen['precision']:.1%}, is at {t:.2f}, answering {chosen['coverage']:.1%} of them")
+    parts = [head]
+    if test:
+        answered = max(round(test["coverage"] * test["n"]), 1)
+        parts.append(f"on the {test['n']:,} test images it answers {test['coverage']:.1%} with {test['precision']:.1%} "
+                     f"precision (±{_points(interval(test['precision'], answered))})")
+    if other:
+        parts.append(f"and it turns {other['unknown']:.1%} of {other['n']:,} images of none of the classes into "
+                     f"'unknown' (the other {1 - other['unknown']:.1%} are named as one of the classes)")
+    return Finding("; ".join(parts) + ".", "none", {"chosen": chosen, "test": test, "other": other})
+
+
+def data_checks(checks: dict) -> Finding:
+    """What the checks of a data set found, from a run record's ``data_checks`` part:
+    ``duplicates`` (identical files, :func:`tlkit.data.duplicate_summary`), ``unreadable``
+    files, and ``near_duplicates``: pairs of images across splits whose frozen features are
+    nearly the same (``threshold``, and a count for each pair of splits)."""
+    d, near = checks["duplicates"], checks["near_duplicates"]
+    pairs = near["pairs"]
+    found = sum(pairs.values())
+    text = (f"Identical files: {d['groups']:,} group(s) ({d['across_classes']:,} across classes, "
+            f"{d['across_splits']:,} across splits); unreadable files: {checks['unreadable']:,}. "
+            f"Near-duplicates (cosine similarity of frozen features at least {near['threshold']:g}): "
+            + ", ".join(f"{v:,} pair(s) between {k.replace('-', ' and ')}" for k, v in pairs.items()) + ".")
+    return Finding(text, "greater" if found or d["groups"] else "none", checks)

@@ -192,7 +192,8 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
               img_size: int | None = None, finetune: bool = False, finetune_epochs: int | None = None,
               unfreeze_last: int = 30, weights: str | None = None, alpha: float | None = None,
               data_dir: str | None = None, weights_dir: str | None = None,
-              limit_per_class: int | None = None, seed: int = 0, out: str | Path = "runs",
+              limit_per_class: int | None = None, crop: str = "squash", seed: int = 0,
+              out: str | Path = "runs",
               lr: float | None = None, augment: bool = True, dropout: float = 0.2,
               label_smoothing: float = 0.0, weight_decay: float = 1e-4,
               class_weight: str | None = None, early_stopping: int | None = 5,
@@ -200,7 +201,9 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
               log=print) -> dict:
     """Train one model end to end and write the folder ``out/<prefix>/`` holding
     ``<prefix>_record.json``, ``<prefix>_model.keras`` and ``<prefix>_{curves,cm,pred_grid}.png``
-    (see :func:`tlkit.records.run_prefix`). An existing run folder is refused unless
+    (see :func:`tlkit.records.run_prefix`). ``crop`` makes non-square images square
+    (:data:`tlkit.data.CROPS`); the model file carries it, so predictions crop alike. An
+    existing run folder is refused unless
     ``overwrite``. ``early_stopping`` 0 or None: off. SIGTERM stops it like Ctrl-C
     (:class:`tlkit.system.Terminated`, a KeyboardInterrupt), removing its temporary folder.
     Returns the record."""
@@ -223,12 +226,12 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
         set_seed(seed)
         precision = configure_precision()
         ds = load_dataset(dataset, data_dir=data_dir, limit_per_class=limit_per_class, seed=seed,
-                          fallback_size=size)
+                          fallback_size=size, crop=crop)
         ft_epochs = epochs if finetune_epochs is None else finetune_epochs
         prefix = run_prefix(spec.name, _slug(ds.name), size, batch_size, epochs, lr=lr, seed=seed,
                             weights=_weights_tag(source), alpha=alpha,
                             limit_per_class=limit_per_class,
-                            finetune_epochs=ft_epochs if finetune else None)
+                            finetune_epochs=ft_epochs if finetune else None, crop=crop)
         dest = out / prefix
         if (dest.exists() or dest.is_symlink()) and not overwrite:
             raise RunError(f"{dest} already holds a run: pass --overwrite to replace it, "
@@ -300,7 +303,7 @@ def _write_files(tmp: Path, dest: Path, overwrite: bool, prefix: str, record: di
                                          seed=seed, path=p)),
         ("model", f"{prefix}_model.keras",
          lambda p: save_model(clf.model, p, ds.class_names, run=prefix, base=clf.base,
-                              dataset=ds.name, img_size=clf.img_size,
+                              dataset=ds.name, img_size=clf.img_size, crop=ds.crop,
                               weights_source=clf.weights_source, tlkit_version=__version__)),
     ]
     for i, (what, name, write) in enumerate(steps):

@@ -173,20 +173,27 @@ def confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Sequence[s
     return _finish(fig, path)
 
 
-def _grid(images: np.ndarray, n: int, seed: int, cell: tuple[float, float]):
-    """A figure of up to ``n`` random images, one per axis; returns (fig, [(ax, index)])."""
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(images), min(n, len(images)), replace=False)
-    cols = int(np.ceil(np.sqrt(len(idx))))
-    rows = int(np.ceil(len(idx) / cols))
+def _axes_grid(n: int, cell: tuple[float, float], cols: int | None = None):
+    """A figure of ``n`` image cells (``cell``: inches each, scaled down to fit the width),
+    axes off; returns (fig, axes of the cells in order)."""
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = max(1, int(np.ceil(n / cols)))
     scale = min(1.0, WIDTH / (cell[0] * cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cell[0] * cols * scale, cell[1] * rows * scale),
                              squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, idx):
+    return fig, list(axes.flat)[:n]
+
+
+def _grid(images: np.ndarray, n: int, seed: int, cell: tuple[float, float]):
+    """A figure of up to ``n`` random images, one per axis; returns (fig, [(ax, index)])."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(images), min(n, len(images)), replace=False)
+    fig, axes = _axes_grid(len(idx), cell)
+    for ax, i in zip(axes, idx):
         ax.imshow(images[i])
-    return fig, list(zip(axes.flat, idx))
+    return fig, list(zip(axes, idx))
 
 
 @_styled
@@ -212,6 +219,72 @@ def prediction_grid(images: np.ndarray, y_true: Sequence[int], proba: np.ndarray
         ax.set_title(f"true: {class_names[int(y_true[i])]}\npred: {class_names[pred]} "
                      f"({proba[i][pred]:.0%})", fontsize=SMALL, color="black" if ok else "red")
     fig.suptitle(f"{title} (red: mistakes)")
+    return _finish(fig, path)
+
+
+def _image(ds, ref: dict) -> np.ndarray:
+    """The image a :meth:`tlkit.data.Dataset.about` dict names."""
+    return getattr(ds, f"x_{ref['split']}")[ref["index"]]
+
+
+def _short(file: str, chars: int = 22) -> str:
+    """A file's name, shortened in the middle to ``chars``."""
+    name = Path(file).name
+    return name if len(name) <= chars else f"{name[:chars // 2 - 1]}…{name[-(chars // 2):]}"
+
+
+@_styled
+def top_losses(ds, rows: Sequence[dict], title: str = "The images with the highest loss",
+               path: str | Path | None = None) -> plt.Figure:
+    """The images of :func:`tlkit.evaluate.top_losses_in`, in order, each with its given
+    label, the model's guess and its probability, its loss and file name: where mislabelled
+    photos show up."""
+    fig, axes = _axes_grid(len(rows), (1.75, 2.3))
+    for ax, r in zip(axes, rows):
+        ax.imshow(_image(ds, r))
+        ax.set_title(f"given: {r['label']}\nmodel: {r['predicted']} ({r['probability']:.0%})\n"
+                     f"loss {r['loss']:.1f} · {r['split']}\n{_short(r['file'])}", fontsize=SMALL,
+                     color="red" if r["predicted"] != r["label"] else "black")
+    fig.suptitle(textwrap.fill(f"{title} (red: the model disagrees with the label)", _title_chars(WIDTH, 12)))
+    return _finish(fig, path)
+
+
+@_styled
+def near_duplicates(ds, pairs: Sequence[dict], title: str, n: int = 8,
+                    path: str | Path | None = None) -> plt.Figure:
+    """The first ``n`` pairs of :func:`tlkit.features.leaks`, side by side, two pairs a row,
+    each under its splits, files and similarity."""
+    pairs = list(pairs)[:n]
+    rows = max(1, math.ceil(len(pairs) / 2))
+    fig = plt.figure(figsize=(WIDTH, 2.1 * rows + 0.4), layout="constrained")
+    for sub, p in zip(fig.subfigures(rows, 2, squeeze=False).flat, pairs):
+        for ax, ref in zip(sub.subplots(1, 2), (p["a"], p["b"])):
+            ax.imshow(_image(ds, ref))
+            ax.axis("off")
+            ax.set_title(f"{ref['split']}: {ref['label']}\n{_short(ref['file'], 18)}", fontsize=SMALL)
+        sub.suptitle(f"similarity {p['similarity']:.3f}", fontsize=SMALL)
+    if not pairs:
+        fig.text(0.5, 0.5, "no pair above the threshold", ha="center", va="center")
+    fig.suptitle(textwrap.fill(title, _title_chars(WIDTH, 12)))
+    return _finish(fig, path)
+
+
+@_styled
+def threshold_curve(curve: dict, chosen: float, target: float,
+                    title: str = "Precision and coverage against the 'unknown' threshold",
+                    path: str | Path | None = None) -> plt.Figure:
+    """Precision (accuracy on the images answered) and coverage (share answered) at every
+    threshold of :func:`tlkit.evaluate.threshold_curve`; the precision asked for and the
+    threshold chosen for it marked."""
+    fig, ax = _figure(6.5, 3.8)
+    ax.plot(curve["threshold"], curve["precision"], "-", label="precision (answered images)")
+    ax.plot(curve["threshold"], curve["coverage"], "--", label="coverage (share answered)")
+    ax.axhline(target, color="grey", lw=1, ls=":", label=f"precision asked for, {target:g}")
+    ax.axvline(chosen, color="black", lw=1.2, ls="-.", label=f"threshold chosen, {chosen:.2f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="threshold (top-class probability)", ylabel="share of images")
+    _set_title(ax, title)
+    ax.legend()
+    _legend_below(fig, ax, title="")
     return _finish(fig, path)
 
 
@@ -378,7 +451,7 @@ def histograms(groups: dict, title: str, xlabel: str, threshold: float | None = 
     ax.hist([np.asarray(groups[k], dtype=float) for k in names], bins=bins, range=value_range,
             density=True, label=names)
     if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:g}")
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
     ax.set(xlabel=xlabel, ylabel="density")
     _set_title(ax, title)
     ax.legend()

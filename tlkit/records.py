@@ -20,8 +20,9 @@ from tlkit import TlkitError
 from tlkit.system import execution, file_digest, hardware, jsonable, write_json
 
 SCHEMA = 1
-# What produced a record: ``tlkit train`` (train) and the course notebooks (the others).
-KINDS = ("train", "scratch", "frozen", "finetune", "comparison", "ablation")
+# What produced a record: ``tlkit train`` (train) and the course notebooks (the others; ``own``:
+# the appendix on a student's own images, whose runs are on other data than the course's).
+KINDS = ("train", "scratch", "frozen", "finetune", "comparison", "ablation", "own")
 _NUMBER = (int, float)
 # Every record's top-level fields and their JSON types; other fields may follow.
 FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -29,14 +30,17 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "model": dict, "weights_source": str, "metrics": dict, "history": dict,
     "wall_seconds": _NUMBER, "images_per_second": _NUMBER, "seed": (int, type(None)),
     "hardware": dict, "backend": str, "versions": dict, "git_commit": (str, type(None))}
-# precision, deterministic and xla: how the backend ran (tlkit.system.execution)
+# precision, deterministic and xla: how the backend ran (tlkit.system.execution); an own-images
+# run: its 'unknown' threshold (findings.unknown) and data checks (findings.data_checks)
 OPTIONAL = {"evaluation": dict, "precision": str, "deterministic": bool, "xla": bool,
-            "weights_origin": (str, type(None))}
+            "weights_origin": (str, type(None)), "unknown": dict, "data_checks": dict}
 # Fields some kinds declare inside a part, for the reports that read them: a comparison row is
 # named by its backbone's base and width (alpha, null for a model without one) and plotted
-# against the backbone's size.
+# against the backbone's size; an own-images run says which stage of the recipe it is (``frozen``:
+# the head on frozen features, ``finetune``: fine-tuned).
 KIND_FIELDS: dict[str, dict[str, dict[str, type | tuple[type, ...]]]] = {
-    "comparison": {"model": {"alpha": (int, float, type(None)), "backbone_params": _NUMBER}}}
+    "comparison": {"model": {"alpha": (int, float, type(None)), "backbone_params": _NUMBER}},
+    "own": {"params": {"stage": str}}}
 # What an ablation record studies, told by the params it declares (the first one marks the
 # study): a point of notebook 2's label-efficiency curve (per_class null: every image) or one
 # value of a notebook-5 knob.
@@ -136,10 +140,12 @@ def check_kinds(kinds: Iterable[str]) -> None:
 
 def run_prefix(base: str, dataset: str, img_size: int, batch_size: int, epochs: int, *,
                lr: float, seed: int, weights: str, alpha: float | None = None,
-               limit_per_class: int | None = None, finetune_epochs: int | None = None) -> str:
+               limit_per_class: int | None = None, finetune_epochs: int | None = None,
+               crop: str = "squash") -> str:
     """The name of a CLI run's folder and files, one per setting that changes the result:
     ``<base>__<dataset>__img<S>__bs<B>__ep<N>__lr<LR>__seed<K>__w<weights>`` then
-    ``__a<alpha>``, ``__lim<L>`` and ``__ft<M>`` (fine-tuned M epochs) when set.
+    ``__a<alpha>``, ``__lim<L>``, ``__ft<M>`` (fine-tuned M epochs) and ``__crop<C>`` (not
+    squash) when set.
     The caller passes filesystem-safe ``dataset`` and ``weights`` parts."""
     parts = [base, dataset, f"img{img_size}", f"bs{batch_size}", f"ep{epochs}", f"lr{lr:g}",
              f"seed{seed}", f"w{weights}"]
@@ -149,6 +155,8 @@ def run_prefix(base: str, dataset: str, img_size: int, batch_size: int, epochs: 
         parts.append(f"lim{limit_per_class}")
     if finetune_epochs is not None:
         parts.append(f"ft{finetune_epochs}")
+    if crop != "squash":
+        parts.append(f"crop{crop}")
     return "__".join(parts)
 
 
@@ -335,7 +343,8 @@ def weights_origin(source: str) -> str | None:
 
 def weights_kind(source: str, kind: str | None = None, origin: str | None = None) -> str:
     """What a row is, in words: ImageNet weights (and from where), trained from scratch, or a
-    random backbone under a trained head (never to be read as transfer)."""
+    random backbone under a trained head (never to be read as transfer). ``kind``: the
+    record's, or for an ``own`` record its stage."""
     if source.startswith("imagenet"):
         return f"ImageNet weights ({origin})" if origin else "ImageNet weights"
     if source.startswith("file:"):
@@ -343,6 +352,12 @@ def weights_kind(source: str, kind: str | None = None, origin: str | None = None
     if kind in ("scratch", "train"):
         return "trained from scratch"
     return "random weights, fine-tuned" if kind == "finetune" else "random weights, head only"
+
+
+def record_weights(record: dict) -> str:
+    """:func:`weights_kind` of a record."""
+    kind = record.get("params", {}).get("stage") if record.get("kind") == "own" else record.get("kind")
+    return weights_kind(record.get("weights_source", "random"), kind, record.get("weights_origin"))
 
 
 def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
@@ -358,8 +373,7 @@ def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
             continue
         m = r.get("model", {})
         rows.append({"run": r.get("name"), "kind": r.get("kind"), "model": m.get("base"),
-                     "weights": weights_kind(r.get("weights_source", "random"), r.get("kind"),
-                                             r.get("weights_origin")),
+                     "weights": record_weights(r),
                      "weights_source": r.get("weights_source"),
                      "img_size": m.get("img_size") or r.get("params", {}).get("img_size"),
                      "backbone_params": m.get("backbone_params"),

@@ -57,7 +57,7 @@ def _decode_bytes(fmt: str | None, width: int, height: int) -> int:
 
 def decode_image(source: bytes | str | Path | BinaryIO, size: tuple[int, int], *, name: str | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int | None = None,
-                 formats: Sequence[str] | None = None) -> np.ndarray:
+                 formats: Sequence[str] | None = None, crop: str = "squash") -> np.ndarray:
     """Decode an image (bytes, a path or a binary file) to a uint8 ``(height, width, 3)`` array of ``size``.
 
     The header is read first: more than ``max_pixels`` pixels (status 413) or a format not
@@ -65,11 +65,12 @@ def decode_image(source: bytes | str | Path | BinaryIO, size: tuple[int, int], *
     at a reduced scale (``draft``); PNG and WebP at full size. An image whose decoding would
     take more than ``max_decode_bytes`` of memory (:data:`DECODE_BYTES_PER_PIXEL`) is refused
     too (413). The decoded image is resized first, then turned by the camera's EXIF
-    orientation; high-depth images are scaled to 8 bits (:func:`tlkit.data.to_rgb8`).
+    orientation; high-depth images are scaled to 8 bits (:func:`tlkit.data.to_rgb8`). ``crop``
+    makes its aspect ratio ``size``'s as the model's training data was (:func:`tlkit.data.fit`).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from tlkit.data import to_rgb8
+    from tlkit.data import fit
 
     name = name or (str(source) if isinstance(source, (str, Path)) else "upload")
     h, w = size
@@ -88,7 +89,7 @@ def decode_image(source: bytes | str | Path | BinaryIO, size: tuple[int, int], *
                                  f"{need / 2**20:,.0f} MB, over the limit of {max_decode_bytes / 2**20:,.0f} "
                                  "MB; send a smaller image (a JPEG is decoded at a reduced scale)", 413)
             turned = im.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # rotated by 90 degrees
-            small = to_rgb8(im, (h, w) if turned else (w, h))
+            small = fit(im, (h, w) if turned else (w, h), crop)
             return np.asarray(ImageOps.exif_transpose(small), dtype=np.uint8)
     except Image.DecompressionBombError as e:
         raise ImageError(f"image {name} is too large to decode safely ({e})", 413) from e
@@ -199,10 +200,12 @@ class Predictor:
     def read(self, source: bytes | str | Path | BinaryIO, *, name: str | None = None,
              max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int | None = None,
              formats: Sequence[str] | None = None) -> np.ndarray:
-        """One image file or upload, decoded at the model's input size."""
+        """One image file or upload, decoded at the model's input size, made square as the
+        model's training images were (the model file's ``crop``; squashed without one)."""
         h, w, _ = self.input_shape
         return decode_image(source, (h, w), name=name, max_pixels=max_pixels,
-                            max_decode_bytes=max_decode_bytes, formats=formats)
+                            max_decode_bytes=max_decode_bytes, formats=formats,
+                            crop=self.meta.get("crop", "squash"))
 
     def predict_files(self, paths: Sequence[str | Path],
                       max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, float]]:
