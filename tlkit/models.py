@@ -468,10 +468,37 @@ def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int
     return clf
 
 
+def _float32_policies(config):
+    """A serialized model with every mixed precision policy (``mixed_float16``,
+    ``mixed_bfloat16``) replaced by ``float32``."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and config["config"]["name"].startswith("mixed_"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _float32_policies(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(v) for v in config]
+    return config
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """``model`` computing in float32 with the same weights: a model built under a mixed
+    precision policy keeps it in every layer (a copy is rebuilt from its config); a float32
+    model is returned as it is. Its variables are float32 in either case."""
+    config = keras.saving.serialize_keras_object(model)
+    float32 = _float32_policies(config)
+    if float32 == config:
+        return model
+    copy = keras.saving.deserialize_keras_object(float32)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def inference_model(model: keras.Model) -> keras.Model:
-    """A classifier without its training-only augmentation layers (same weights): image →
-    float → extractor → head. Exporters need it: random layers do not convert. Other models
-    are returned as they are."""
+    """A classifier as exporters need it, with the same weights: computing in float32
+    (:func:`float32_model`; tf2onnx cannot convert bfloat16) and without its training-only
+    augmentation layers (random layers do not convert): image → float → extractor → head.
+    Other float32 models are returned as they are."""
+    model = float32_model(model)
     names = [lyr.name for lyr in model.layers]
     if not ("extractor" in names and "head" in names and any(n.startswith("augment_") for n in names)):
         return model
