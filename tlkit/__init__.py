@@ -8,11 +8,7 @@ call :func:`tlkit.quiet` first to silence TensorFlow's log lines (oneDNN stays o
 """
 from __future__ import annotations
 
-from tlkit.system import quiet
+from tlkit.system import TlkitError, quiet
 
 __version__ = "0.1.0"
 __all__ = ["TlkitError", "quiet", "__version__"]
-
-
-class TlkitError(Exception):
-    """A user-facing error: the message says what went wrong and how to fix it."""

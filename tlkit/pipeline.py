@@ -24,7 +24,7 @@ from tlkit.modelfile import save_model
 from tlkit.models import ModelError, ModelSpec, build_classifier, get_spec, param_report, resolve_weights
 from tlkit.records import make_record, run_prefix, write_record
 from tlkit.system import TMP_MARK
-from tlkit.train import configure_precision, device_scope, fit_dataset, set_seed, two_phase
+from tlkit.train import configure_precision, fit_dataset, set_seed, two_phase
 from tlkit import plots
 
 MAX_IMG_SIZE = 1024
@@ -207,10 +207,9 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
             raise RunError(f"{dest} already holds a run: pass --overwrite to replace it, "
                            "or change --out or the settings")
         log(ds.describe())
-        with device_scope():
-            clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, img_size=size,
-                                   weights=weights, alpha=alpha, weights_dir=weights_dir,
-                                   augment=augment, dropout=dropout)
+        clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, img_size=size,
+                               weights=weights, alpha=alpha, weights_dir=weights_dir,
+                               augment=augment, dropout=dropout)  # data parallel on several devices
         log(f"weights: {clf.weights_source}\n{param_report(clf.model)}")
         _check_space(out, clf.model.count_params())
         tmp = out / f".{prefix}.{os.getpid()}.{secrets.token_hex(4)}{TMP_MARK}"
@@ -219,15 +218,15 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
                   class_weight=class_weight, early_stopping=early_stopping or None, verbose=verbose)
         if tensorboard:
             kw["tensorboard"] = tmp / "logs"
-        with device_scope():
-            result = _train(clf, ds, finetune, epochs, finetune_epochs, lr, unfreeze_last, kw)
+        result = _train(clf, ds, finetune, epochs, finetune_epochs, lr, unfreeze_last, kw)
         evaluation = evaluate(clf.model, ds, seed=seed)
         params.update(img_size=size, lr=lr, alpha=alpha, precision=precision)
         record = make_record(kind="train", name=prefix, params=params, dataset=ds.info(),
                              model=clf.info(), metrics=evaluation["summary"], history=result.history,
                              wall_seconds=round(result.wall_seconds, 2),
                              images_per_second=round(result.images_per_second, 1), seed=seed,
-                             evaluation={k: v for k, v in evaluation.items() if k != "summary"})
+                             evaluation={k: v for k, v in evaluation.items() if k != "summary"},
+                             extra={"devices": result.devices})
         m = record["metrics"]
         log(f"test accuracy {m['test_accuracy']:.3f} | val {m.get('val_accuracy', float('nan')):.3f} | "
             f"train {m['train_accuracy']:.3f} | {result.wall_seconds:.0f} s training")
