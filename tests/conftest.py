@@ -37,14 +37,16 @@ MNV2_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_env(tmp_path_factory):
-    """Session-wide: a temporary tlkit cache, no inherited data/weights folders.
+    """Session-wide: a temporary tlkit cache, no inherited data/weights folders or devices.
 
     Session-scoped so that session fixtures (built before any function fixture) never
     touch ~/.cache either."""
-    saved = {k: os.environ.get(k) for k in ("TLKIT_CACHE_DIR", "TLKIT_DATA_DIR", "TLKIT_WEIGHTS_DIR")}
+    saved = {k: os.environ.get(k) for k in ("TLKIT_CACHE_DIR", "TLKIT_DATA_DIR", "TLKIT_WEIGHTS_DIR",
+                                             "TLKIT_DEVICES")}
     os.environ["TLKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("tlkit-cache-session"))
     os.environ.pop("TLKIT_DATA_DIR", None)
     os.environ.pop("TLKIT_WEIGHTS_DIR", None)
+    os.environ.pop("TLKIT_DEVICES", None)  # one device unless a test asks for two
     yield
     for k, v in saved.items():
         if v is None:

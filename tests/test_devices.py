@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent("""
 
     from tlkit.data import make_synthetic
     from tlkit.evaluate import predict_proba
-    from tlkit.models import ToFloat, head_model
+    from tlkit.models import ModelError, ToFloat, build_classifier, head_model
     from tlkit.train import device_scope, fit, set_seed
 
 
@@ -43,7 +43,14 @@ SCRIPT = textwrap.dedent("""
 
     set_seed(0)
     x, y, _ = make_synthetic(3, 8, 16, seed=0)
+    outside = build_classifier("cnn", 3, input_shape=(32, 32, 3))  # no scope asked for: one device
     with device_scope(["cpu:0", "cpu:1"]):
+        nested = type(device_scope()).__name__  # the default keeps the scope in force
+        try:  # a head made outside the scope cannot train in it (TensorFlow): one clear line
+            build_classifier("cnn", 3, input_shape=(32, 32, 3), head=outside.head)
+            refused = ""
+        except ModelError as e:
+            refused = str(e)
         if backend == "tensorflow":
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
         else:
@@ -62,7 +69,7 @@ SCRIPT = textwrap.dedent("""
     print(json.dumps({
         "backend": backend, "replicas": replicas,
         "placement": placement(model.get_layer("head").trainable_weights[0]),
-        "loss": result.history["loss"],
+        "loss": result.history["loss"], "devices": result.devices, "nested": nested, "refused": refused,
         "changed": sum(not np.array_equal(a, b) for a, b in zip(before, after)),
         "weights": len(after), "sums": proba.sum(1).tolist(), "finite": bool(np.isfinite(proba).all()),
     }))
@@ -90,6 +97,67 @@ def test_data_parallel_on_two_cpu_devices(backend):
     assert len(out["loss"]) == 2 and all(math.isfinite(v) and v > 0 for v in out["loss"])
     assert out["changed"] == out["weights"] > 0  # every trainable weight moved
     assert out["finite"] and all(abs(s - 1) < 1e-4 for s in out["sums"])
+    assert out["devices"] == ["cpu:0", "cpu:1"] and out["nested"] == "nullcontext"
+    assert ("outside the device scope" in out["refused"]) == (backend == "tensorflow")
+
+
+@pytest.mark.parametrize("value", ["cpu:0,cpu:0", "gpu0", "cpu:0;cpu:1", "npu:1"])
+def test_tlkit_devices_must_name_distinct_devices(monkeypatch, value):
+    from tlkit import TlkitError
+    from tlkit.system import wanted_devices
+
+    monkeypatch.setenv("TLKIT_DEVICES", value)
+    with pytest.raises(TlkitError, match="TLKIT_DEVICES=.* is not a list of distinct devices"):
+        wanted_devices()
+    monkeypatch.setenv("TLKIT_DEVICES", " CPU:0, cpu:1 ")
+    assert wanted_devices() == ["cpu:0", "cpu:1"]
+
+
+def test_splitting_the_cpu_after_the_backend_started_says_so(monkeypatch):
+    """This process's backend has run already: the CPU cannot be split any more, and the
+    error says to set TLKIT_DEVICES before the process starts."""
+    import keras
+
+    from tlkit import TlkitError
+    from tlkit.system import split_cpu
+
+    if keras.config.backend() not in ("tensorflow", "jax"):
+        pytest.skip("the CPU is split on TensorFlow and JAX")
+    monkeypatch.setenv("XLA_FLAGS", "")  # restored after the test
+    keras.ops.convert_to_numpy(keras.ops.ones(2) + 1)  # the backend has started
+    with pytest.raises(TlkitError, match="started before tlkit could split the CPU"):
+        split_cpu(8)
+
+
+# Notebooks 1 and 3 on the smoke profile, shortened: each training step still runs, once.
+NOTEBOOKS = {"01_cnn_from_scratch": dict(epochs=1),
+             "03_fine_tuning": dict(head_epochs=1, finetune_epochs=1, stages=[10])}
+NOTEBOOK_RECORDS = {"01_cnn_from_scratch": ["01_cnn_scratch"],
+                    "03_fine_tuning": ["03_head_only", "03_finetune_last_n", "03_finetune_progressive"]}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_smoke_notebooks_on_two_cpu_devices(backend, tmp_path, monkeypatch):
+    """Notebooks 1 and 3 in fresh kernels with ``TLKIT_DEVICES=cpu:0,cpu:1``: the CPU is split
+    in two (tlkit.quiet, before the backend starts), every model is built and compiled in the
+    device scope, and each record says that training ran data-parallel on both devices."""
+    for module in ("papermill", "ipykernel", {"tensorflow": "tensorflow", "jax": "jax"}[backend]):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
+    import papermill as pm
+
+    monkeypatch.setenv("TLKIT_DEVICES", "cpu:0,cpu:1")
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)  # tlkit sets the host device count itself
+    for name, settings in NOTEBOOKS.items():
+        pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
+                            parameters={"profile": "smoke", "limit_per_class": 40,
+                                        "out_dir": str(tmp_path), **settings},
+                            kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+        for record in NOTEBOOK_RECORDS[name]:
+            rec = json.loads((tmp_path / "records" / f"{record}.json").read_text())
+            assert rec["backend"] == backend and rec["devices"] == ["cpu:0", "cpu:1"], record
 
 
 def test_device_scope_single_device_is_a_no_op():

@@ -142,3 +142,55 @@ def test_onnx_export_of_a_classifier_with_augmentation(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     expected = np.asarray(clf.model.predict(x, verbose=0))
     np.testing.assert_allclose(np.asarray(run(x)), expected, atol=1e-4)
+
+
+# A model trained under each precision policy exports in float32: the export matches the
+# float32 Keras model it was made from (1e-4), and the model as trained within its policy's
+# rounding (float16: 10 mantissa bits, bfloat16: 7).
+POLICIES = {"float32": 1e-4, "mixed_float16": 2e-3, "mixed_bfloat16": 5e-2}
+
+
+@pytest.fixture(scope="module", params=list(POLICIES))
+def trained_under(request, tmp_path_factory):
+    """(policy, a 32-px CNN trained two epochs under it and saved, a test batch)."""
+    from tlkit.data import load_dataset
+    from tlkit.modelfile import save_model
+    from tlkit.models import build_classifier
+    from tlkit.train import fit_dataset, set_seed
+
+    ds = load_dataset("synthetic", synthetic_classes=3, synthetic_per_class=16, seed=0)
+    set_seed(0)
+    keras.mixed_precision.set_global_policy(request.param)
+    try:
+        clf = build_classifier("cnn", ds.num_classes, input_shape=ds.image_shape, augment=["flip"])
+        fit_dataset(clf, ds, epochs=2, batch_size=16, lr=2e-3, verbose=0)
+        path = save_model(clf.model, tmp_path_factory.mktemp(request.param) / "m.keras", ds.class_names)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return request.param, path, ds.x_test
+
+
+def _policies(model) -> set[str]:
+    """The precision policies of a model's layers, nested models' layers included."""
+    return {p for lyr in model.layers
+            for p in ({lyr.dtype_policy.name} | (_policies(lyr) if hasattr(lyr, "layers") else set()))}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_mixed_precision_models_export_in_float32(trained_under, fmt, tmp_path):
+    from tlkit.models import inference_model
+
+    policy, path, x = trained_under
+    if unavailable(fmt):
+        pytest.skip(unavailable(fmt))
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    model, _, _ = load_model(path)
+    float32 = inference_model(model)
+    assert policy in _policies(model) and not any(p.startswith("mixed_") for p in _policies(float32))
+    got = np.asarray(load_exported(export_model(path, fmt, tmp_path))(x))
+    np.testing.assert_allclose(got, float32.predict(x, verbose=0), atol=1e-4)
+    as_trained = np.asarray(model.predict(x, verbose=0), dtype=np.float32)
+    np.testing.assert_allclose(got, as_trained, atol=POLICIES[policy])
+    assert np.mean(got.argmax(1) == as_trained.argmax(1)) >= 0.9
+    assert keras.mixed_precision.global_policy().name == "float32"

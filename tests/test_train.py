@@ -105,10 +105,11 @@ def test_early_stopping_restores_best_weights():
 
 def test_train_result_extend():
     a = TrainResult({"loss": [1.0]}, 2.0, 10)
-    b = TrainResult({"loss": [0.5, 0.4]}, 3.0, 20)
+    b = TrainResult({"loss": [0.5, 0.4]}, 3.0, 20, ["gpu:0", "gpu:1"])
     a.extend(b, "finetune")
     assert a.history == {"loss": [1.0, 0.5, 0.4], "phase": ["finetune", "finetune"]}
     assert a.wall_seconds == 5.0 and a.images_per_second == 6.0 and a.epochs == 3
+    assert a.extend(b, "finetune").devices == ["gpu:0", "gpu:1"]
 
 
 def test_history_has_seconds_for_accuracy_against_time():

@@ -141,7 +141,7 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path | None = None
     if target.resolve() == model_path.resolve():
         raise ExportError(f"{model_path} is already a .keras file; pass --out DIR to copy it elsewhere")
     model, names, meta = load_model(model_path)
-    model = inference_model(model)  # random augmentation layers do not convert
+    model = inference_model(model)  # in float32, without random augmentation: what converts
     model(np.zeros((1, *model.input_shape[1:]), "uint8"), training=False)  # exporters need a called model
     labels = {"class_names": names, "input_shape": list(model.input_shape[1:]), "input_dtype": "uint8",
               "output": "softmax probabilities", "source": model_path.name, "format": fmt}

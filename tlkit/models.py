@@ -8,6 +8,7 @@ pooling) → the *head* (standardize → dropout → softmax). The frozen-featur
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -20,11 +21,33 @@ from keras import layers, ops
 
 from tlkit import TlkitError
 from tlkit.cnn import baseline_cnn_body, fast_cnn_body
-from tlkit.system import download_timeout
+from tlkit.system import device_scope, download_timeout
 
 
 class ModelError(TlkitError):
     """A model could not be built; the message says how to fix it."""
+
+
+def _outside_scope(model: keras.Model) -> bool:
+    """Whether ``model``'s variables were made outside the TensorFlow distribution strategy in
+    force (they could not be trained in it); on JAX the distribution is global: nothing to check."""
+    if keras.config.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    return strategy.num_replicas_in_sync > 1 and not all(
+        strategy.extended.variable_created_in_scope(w.value) for w in model.weights)
+
+
+def _in_device_scope(build: Callable) -> Callable:
+    """Run a model builder inside :func:`tlkit.system.device_scope`: on several devices
+    (GPUs, ``$TLKIT_DEVICES``) its variables are made data-parallel, as training needs."""
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs):
+        with device_scope():
+            return build(*args, **kwargs)
+    return wrapper
 
 
 # --------------------------------------------------------------------------- layers
@@ -346,6 +369,7 @@ class Standardize(layers.Layer):
         return {**super().get_config(), "mean": self.mean_values, "std": self.std_values}
 
 
+@_in_device_scope
 def build_extractor(base: str, input_shape: tuple[int, int, int] = (32, 32, 3),
                     img_size: int | None = None, weights: str | Path | None = None,
                     alpha: float | None = None, weights_dir: str | Path | None = None
@@ -373,6 +397,7 @@ def build_extractor(base: str, input_shape: tuple[int, int, int] = (32, 32, 3),
     return keras.Model(inputs, x, name="extractor"), source
 
 
+@_in_device_scope
 def head_model(dim: int, num_classes: int, dropout: float = 0.2, mean: np.ndarray | None = None,
                std: np.ndarray | None = None) -> keras.Model:
     """The classifier's second half: pooled features → (standardize) → dropout → softmax.
@@ -426,6 +451,7 @@ class Classifier:
                 "trainable_params": count_trainable(self.model)}
 
 
+@_in_device_scope
 def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int, int] = (32, 32, 3),
                      img_size: int | None = None, weights: str | Path | None = None,
                      alpha: float | None = None, weights_dir: str | Path | None = None,
@@ -456,11 +482,20 @@ def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int
         raise ModelError(f"the head maps {tuple(head.input_shape[1:])} features to "
                          f"{head.output_shape[-1]} classes; {base} at {size} px gives ({dim},) "
                          f"features and the data has {num_classes} classes")
+    elif _outside_scope(head):
+        raise ModelError("the head was made outside the device scope that trains on several devices: "
+                         "make it (or copy it, keras.models.clone_model) inside "
+                         "`with train.device_scope():`")
 
     inputs = keras.Input(input_shape, dtype="uint8", name="image")
     x = ToFloat(name="to_float")(inputs)
     for a in aug:
-        x = AUGMENTATIONS[a](f"augment_{a}")(x)
+        layer = AUGMENTATIONS[a](f"augment_{a}")
+        # Keras marks translate and zoom un-jittable for TensorFlow's image ops; on JAX they are
+        # jax.numpy, and a train step that is not jitted runs op by op (on several devices, its
+        # collectives stall)
+        layer.supports_jit = layer.supports_jit or keras.config.backend() == "jax"
+        x = layer(x)
     model = keras.Model(inputs, head(extractor(x)), name=f"{base}_classifier")
     clf = Classifier(model, extractor, head, spec.name, source, size, num_classes, alpha, aug)
     if freeze if freeze is not None else clf.transfer:
@@ -468,10 +503,37 @@ def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int
     return clf
 
 
+def _float32_policies(config):
+    """A serialized model with every mixed precision policy (``mixed_float16``,
+    ``mixed_bfloat16``) replaced by ``float32``."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and config["config"]["name"].startswith("mixed_"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _float32_policies(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(v) for v in config]
+    return config
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """``model`` computing in float32 with the same weights: a model built under a mixed
+    precision policy keeps it in every layer (a copy is rebuilt from its config); a float32
+    model is returned as it is. Its variables are float32 in either case."""
+    config = keras.saving.serialize_keras_object(model)
+    float32 = _float32_policies(config)
+    if float32 == config:
+        return model
+    copy = keras.saving.deserialize_keras_object(float32)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def inference_model(model: keras.Model) -> keras.Model:
-    """A classifier without its training-only augmentation layers (same weights): image →
-    float → extractor → head. Exporters need it: random layers do not convert. Other models
-    are returned as they are."""
+    """A classifier as exporters need it, with the same weights: computing in float32
+    (:func:`float32_model`; tf2onnx cannot convert bfloat16) and without its training-only
+    augmentation layers (random layers do not convert): image → float → extractor → head.
+    Other float32 models are returned as they are."""
+    model = float32_model(model)
     names = [lyr.name for lyr in model.layers]
     if not ("extractor" in names and "head" in names and any(n.startswith("augment_") for n in names)):
         return model

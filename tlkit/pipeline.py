@@ -270,7 +270,8 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
                              model=clf.info(), metrics=evaluation["summary"], history=result.history,
                              wall_seconds=round(wall, 2),
                              images_per_second=round(result.images_per_second, 1), seed=seed,
-                             evaluation={k: v for k, v in evaluation.items() if k != "summary"})
+                             evaluation={k: v for k, v in evaluation.items() if k != "summary"},
+                             extra={"devices": result.devices})
         m = record["metrics"]
         log(f"test accuracy {m['test_accuracy']:.3f} | val {m.get('val_accuracy', float('nan')):.3f} | "
             f"train {m['train_accuracy']:.3f} | {wall:.0f} s training")

@@ -30,10 +30,11 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "model": dict, "weights_source": str, "metrics": dict, "history": dict,
     "wall_seconds": _NUMBER, "images_per_second": _NUMBER, "seed": (int, type(None)),
     "hardware": dict, "backend": str, "versions": dict, "git_commit": (str, type(None))}
-# precision, deterministic and xla: how the backend ran (tlkit.system.execution); an own-images
-# run: its 'unknown' threshold (findings.unknown) and data checks (findings.data_checks)
+# precision, deterministic and xla: how the backend ran (tlkit.system.execution); devices:
+# data-parallel training ran on these (empty: one device); an own-images run: its 'unknown'
+# threshold (findings.unknown) and data checks (findings.data_checks)
 OPTIONAL = {"evaluation": dict, "precision": str, "deterministic": bool, "xla": bool,
-            "weights_origin": (str, type(None)), "unknown": dict, "data_checks": dict}
+            "weights_origin": (str, type(None)), "devices": list, "unknown": dict, "data_checks": dict}
 # Fields some kinds declare inside a part, for the reports that read them: a comparison row is
 # named by its backbone's base and width (alpha, null for a model without one) and plotted
 # against the backbone's size; an own-images run says which stage of the recipe it is (``frozen``:
@@ -303,11 +304,12 @@ def save_run(path: str | Path, *, kind: str, name: str, params: dict, dataset, m
     wall = wall_seconds if wall_seconds is not None else (result.wall_seconds if result else 0.0)
     ips = images_per_second if images_per_second is not None else (
         result.images_per_second if result else 0.0)
+    devices = {"devices": result.devices} if result is not None else {}
     rec = make_record(kind=kind, name=name, params=params, dataset=dataset.info(), model=model,
                       metrics=evaluation["summary"], history=history, wall_seconds=round(wall, 2),
                       images_per_second=round(ips, 1), seed=seed,
                       evaluation={k: v for k, v in evaluation.items() if k != "summary"},
-                      extra=extra)
+                      extra={**devices, **(extra or {})})
     write_record(rec, path)
     return rec
 

@@ -1,6 +1,7 @@
-"""The bottom of the house: atomic file writes, the package's cache (folder, keys, file
-hashes, self-healing reads, usage and clearing), download timeouts, the hardware probe and
-opt-in log quieting. Every layer may import this module; it imports no other tlkit module.
+"""The bottom of the house: the user-facing error, atomic file writes, the package's cache
+(folder, keys, file hashes, self-healing reads, usage and clearing), download timeouts, the
+hardware probe, the devices training runs on and opt-in log quieting. Every layer may import
+this module; it imports no other tlkit module.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import re
 import secrets
 import signal
 import socket
@@ -20,16 +22,17 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Sequence
 
 import numpy as np
-
-TMP_MARK = ".tlkit-tmp"  # every temporary file of an atomic write carries this in its name
-TEMP_MAX_AGE_S = 3600.0  # older temporary files belong to killed writers and are removed
 
 
 class TlkitError(Exception):
     """A user-facing error: the message says what went wrong and how to fix it."""
+
+
+TMP_MARK = ".tlkit-tmp"  # every temporary file of an atomic write carries this in its name
+TEMP_MAX_AGE_S = 3600.0  # older temporary files belong to killed writers and are removed
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -452,6 +455,113 @@ def cpu_load() -> float | None:
         return None
 
 
+# --------------------------------------------------------------------------- devices
+
+DEVICES_ENV = "TLKIT_DEVICES"
+
+
+def wanted_devices() -> list[str]:
+    """The devices ``$TLKIT_DEVICES`` names for training (``gpu:0,gpu:1``; ``cpu:0,cpu:1``
+    splits the CPU into two logical devices, to run multi-device code on a CPU), as
+    ``keras.distribution.list_devices()`` names them; empty when it is unset."""
+    raw = os.environ.get(DEVICES_ENV, "")
+    names = [d.strip().lower() for d in raw.split(",") if d.strip()]
+    if len(set(names)) != len(names) or not all(re.fullmatch(r"(cpu|gpu|tpu):\d+", d) for d in names):
+        raise TlkitError(f"{DEVICES_ENV}={raw!r} is not a list of distinct devices: write e.g. "
+                         f"{DEVICES_ENV}=gpu:0,gpu:1, or cpu:0,cpu:1 to split the CPU in two")
+    return names
+
+
+def _cpus(devices: Sequence[str]) -> int:
+    """How many logical CPU devices ``devices`` needs (``cpu:1`` needs two)."""
+    return 1 + max((int(d.split(":")[1]) for d in devices if d.startswith("cpu:")), default=0)
+
+
+def split_cpu(n: int) -> None:
+    """Split the CPU into ``n`` logical devices (``cpu:0`` to ``cpu:<n-1>``), so that
+    multi-device code runs on a CPU: TensorFlow's logical device configuration, JAX's host
+    device count. Both must be set before the backend starts; :func:`quiet` does it for
+    ``$TLKIT_DEVICES``. Nothing to do for ``n`` < 2, on torch, or when already split."""
+    if n < 2:
+        return
+    import keras
+
+    backend = keras.config.backend()
+    late = (f"{DEVICES_ENV} asks for {n} CPU devices, but {backend} started before tlkit could "
+            f"split the CPU: set {DEVICES_ENV} before Python starts and call tlkit.quiet() first")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        if len(tf.config.get_logical_device_configuration(cpu) or ()) >= n:
+            return
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+        except RuntimeError as e:  # "Virtual devices cannot be modified after being initialized"
+            raise TlkitError(late) from e
+    elif backend == "jax":
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags:  # read when JAX starts
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+        import jax
+
+        if len(jax.devices("cpu")) < n:
+            raise TlkitError(late)
+
+
+def _distributed(backend: str) -> bool:
+    """Whether a data-parallel scope or distribution is in force already."""
+    import keras
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.has_strategy()
+    return backend == "jax" and keras.distribution.distribution() is not None
+
+
+_STRATEGIES: dict[tuple[str, ...] | None, object] = {}
+
+
+def device_scope(devices: Sequence[str] | None = None) -> ContextManager:
+    """Data parallelism with Keras's own tools over several devices, else nothing.
+
+    ``devices`` names them as ``keras.distribution.list_devices()`` does (``"gpu:0"``; a
+    ``"cpu:1"`` splits the CPU into logical devices, see :func:`split_cpu`). By default:
+    those of ``$TLKIT_DEVICES``, else every accelerator when there are at least two; inside
+    a scope already, the default keeps it, so scopes nest. tlkit builds every model inside it
+    (``models.build_classifier``, ``build_extractor``, ``head_model``) and compiles in the
+    model's own scope (``train.compile_model``). JAX: ``keras.distribution.DataParallel``
+    (set globally). TensorFlow: ``tf.distribute.MirroredStrategy`` (build and compile models
+    inside the returned scope). Fewer than two devices, or torch: a scope that does nothing.
+    """
+    import keras
+
+    backend = keras.config.backend()
+    if backend not in ("jax", "tensorflow"):
+        return contextlib.nullcontext()  # torch: Keras runs on one GPU; use torchrun for more
+    if devices is None:
+        if _distributed(backend):
+            return contextlib.nullcontext()
+        devices = wanted_devices()
+        if not devices and len(accelerators()) < 2:
+            return contextlib.nullcontext()
+    key = tuple(d.lower() for d in devices) or None  # None: every accelerator
+    if key is not None and len(key) < 2:
+        return contextlib.nullcontext()
+    split_cpu(_cpus(key or ()))
+    if backend == "jax":
+        keras.distribution.set_distribution(keras.distribution.DataParallel(
+            devices=list(key) if key else None))
+        return contextlib.nullcontext()
+    if key not in _STRATEGIES:
+        import tensorflow as tf
+
+        _STRATEGIES[key] = tf.distribute.MirroredStrategy(
+            devices=[f"/{d}" for d in key] if key else None)
+    return _STRATEGIES[key].scope()  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- logs
 
 NOISE = ("oneDNN custom operations are on", "All log messages before absl::InitializeLog",
@@ -466,6 +576,8 @@ def quiet() -> None:
     tlkit itself changes no environment variable, logger or umask. TensorFlow prints its
     oneDNN notice from C++ before its log level applies, so TensorFlow is loaded here with
     the process's stderr captured, and only lines that are not start-up notices go through.
+    As the backend starts here, the CPU is split first when ``$TLKIT_DEVICES`` asks for
+    logical CPU devices (:func:`split_cpu`).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -474,11 +586,12 @@ def quiet() -> None:
         import absl.logging
 
         absl.logging.set_verbosity(absl.logging.ERROR)
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules:
-        return
+    cpus = _cpus(wanted_devices())
     import importlib.util
 
-    if importlib.util.find_spec("tensorflow") is None:
+    if (os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules
+            or importlib.util.find_spec("tensorflow") is None):
+        split_cpu(cpus)
         return
     sys.stderr.flush()
     with tempfile.TemporaryFile() as buf:
@@ -487,6 +600,7 @@ def quiet() -> None:
         try:
             import tensorflow as tf
 
+            split_cpu(cpus)
             tf.constant(1.0) + 1.0  # the second notice comes with the first op
         finally:
             os.dup2(saved, 2)

@@ -15,7 +15,8 @@ import numpy as np
 from tlkit.cnn import adapt
 from tlkit.data import Dataset, class_weights
 from tlkit.models import Classifier, unfreeze
-from tlkit.system import JAX_DETERMINISM_FLAG, accelerator_info, accelerators, cpu_bf16
+# device_scope lives in system (models build inside it) and stays part of train's API
+from tlkit.system import JAX_DETERMINISM_FLAG, accelerator_info, accelerators, cpu_bf16, device_scope
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
@@ -105,41 +106,6 @@ def configure_precision(policy: str = "auto", model: str | None = None) -> str:
     return policy
 
 
-_STRATEGIES: dict[tuple[str, ...] | None, object] = {}
-
-
-def device_scope(devices: Sequence[str] | None = None):
-    """Data parallelism with Keras's own tools over several devices, else nothing.
-
-    ``devices`` names them the way ``keras.distribution.list_devices()`` does (``"gpu:0"``,
-    ``"cpu:1"``: e.g. the CPU split into logical devices); by default every accelerator is
-    used when there are at least two. JAX: ``keras.distribution.DataParallel`` (set
-    globally). TensorFlow: ``tf.distribute.MirroredStrategy`` (build and compile models
-    inside the returned scope). Fewer than two devices, or torch: a scope that does nothing.
-    """
-    if devices is None:
-        if len(accelerators()) < 2:
-            return contextlib.nullcontext()
-        key = None
-    else:
-        key = tuple(d.lower() for d in devices)
-        if len(key) < 2:
-            return contextlib.nullcontext()
-    backend = keras.config.backend()
-    if backend == "jax":
-        keras.distribution.set_distribution(keras.distribution.DataParallel(
-            devices=list(key) if key else None))
-        return contextlib.nullcontext()
-    if backend == "tensorflow":
-        if key not in _STRATEGIES:
-            import tensorflow as tf
-
-            _STRATEGIES[key] = tf.distribute.MirroredStrategy(
-                devices=[f"/{d}" for d in key] if key else None)
-        return _STRATEGIES[key].scope()
-    return contextlib.nullcontext()  # torch: Keras runs on one GPU; use torchrun for more
-
-
 @dataclass
 class TrainResult:
     """What a training run produced besides the weights."""
@@ -147,6 +113,7 @@ class TrainResult:
     history: dict[str, list] = field(default_factory=dict)
     wall_seconds: float = 0.0
     images_seen: int = 0
+    devices: list[str] = field(default_factory=list)  # data parallel on these; empty: one device
 
     @property
     def images_per_second(self) -> float:
@@ -167,7 +134,34 @@ class TrainResult:
         self.history.setdefault("phase", []).extend([phase] * n)
         self.wall_seconds += other.wall_seconds
         self.images_seen += other.images_seen
+        self.devices = list(dict.fromkeys(self.devices + other.devices))
         return self
+
+
+def _model_scope(model: keras.Model):
+    """The scope ``model`` was built in (TensorFlow: its distribution strategy), where its
+    optimizer must be made; elsewhere nothing."""
+    if keras.config.backend() == "tensorflow":
+        return model.distribute_strategy.scope()
+    return contextlib.nullcontext()
+
+
+def replica_devices(model: keras.Model) -> list[str]:
+    """The devices ``model`` trains on data-parallel (``["gpu:0", "gpu:1"]``, named as
+    ``keras.distribution.list_devices()`` does); empty on one device."""
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        strategy = model.distribute_strategy
+        if strategy.num_replicas_in_sync < 2:
+            return []
+        specs = [tf.DeviceSpec.from_string(d) for d in strategy.extended.worker_devices]
+        return [f"{s.device_type.lower()}:{s.device_index}" for s in specs]
+    distribution = keras.distribution.distribution() if backend == "jax" else None
+    if distribution is None or distribution.device_mesh.devices.size < 2:
+        return []
+    return [str(d) for d in distribution.device_mesh.devices.flat]
 
 
 def compile_model(model: keras.Model, lr: float = 1e-3, *, steps: int | None = None,
@@ -177,7 +171,8 @@ def compile_model(model: keras.Model, lr: float = 1e-3, *, steps: int | None = N
     """Compile with AdamW, a learning-rate schedule over ``steps`` and smoothed labels.
 
     ``schedule``: ``cosine`` (linear warm-up then cosine decay, one-cycle-like) or
-    ``constant``. Call again after every freeze/unfreeze.
+    ``constant``. Call again after every freeze/unfreeze. The optimizer is made in the
+    model's own device scope (see :func:`device_scope`).
     """
     rate: float | keras.optimizers.schedules.LearningRateSchedule = lr
     if schedule == "cosine" and steps:
@@ -187,9 +182,10 @@ def compile_model(model: keras.Model, lr: float = 1e-3, *, steps: int | None = N
             warmup_target=lr if warm else None, warmup_steps=warm, alpha=0.01)
     elif schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', not {schedule!r}")
-    model.compile(optimizer=keras.optimizers.AdamW(rate, weight_decay=weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-                  metrics=["accuracy"], jit_compile=jit_compile)
+    with _model_scope(model):
+        model.compile(optimizer=keras.optimizers.AdamW(rate, weight_decay=weight_decay),
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                      metrics=["accuracy"], jit_compile=jit_compile)
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -242,7 +238,7 @@ def fit(model: keras.Model | Classifier, x: np.ndarray, y: np.ndarray, *,
     history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
     history.pop("learning_rate", None)
     history["seconds"] = clock.times[:len(history.get("loss", []))]
-    return TrainResult(history, wall, len(x) * len(history.get("loss", [])))
+    return TrainResult(history, wall, len(x) * len(history.get("loss", [])), replica_devices(model))
 
 
 def fit_dataset(clf: Classifier | keras.Model, ds: Dataset, **kwargs) -> TrainResult:
