@@ -301,7 +301,7 @@ def _slow_clients(url: str, port: int, seconds: float) -> dict:
 def hostile(model: Path, rounds: int, slow_seconds: float, timeout_s: float) -> dict:
     """The three hostile scenarios against one server, with the documented memory bound."""
     from tlkit.modelfile import load_model
-    from tlkit.serve import DECODE_BYTES_PER_PIXEL, Limits
+    from tlkit.predict import DECODE_BYTES_PER_PIXEL, Limits
     from tlkit.service import memory_bound, upload_bytes
     from tlkit.system import cpu_load
 

@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tlkit"
 # Every module of tlkit is in exactly one list; a new module must be added to one of them.
 CORE = ["__init__", "system", "data", "cnn", "models", "flops", "modelfile", "train", "features",
-        "evaluate", "efficiency", "finetune"]
+        "evaluate", "label_efficiency", "finetune"]
 UPPER = ["markup", "records", "findings", "plots", "comparison", "info", "pipeline", "colab", "course",
-         "estimate", "book", "bench", "export", "serve", "service", "cli"]
+         "estimate", "book", "bench", "export", "predict", "service", "cli"]
 
 
 def _targets(node: ast.AST, package: str, modules: set[str]) -> list[str]:

@@ -267,7 +267,7 @@ def test_cli_train_crop(planted, tmp_path, capsys):
     record = json.loads(next(run.glob("*_record.json")).read_text())
     assert record["params"]["crop"] == "pad" and record["dataset"]["crop"] == "pad"
     from tlkit.modelfile import read_meta
-    from tlkit.serve import Predictor
+    from tlkit.predict import Predictor
 
     model = next(run.glob("*_model.keras"))
     assert read_meta(model)["crop"] == "pad"

@@ -17,7 +17,7 @@ httpx = pytest.importorskip("httpx")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from servekit import NAMES, image_bytes, tiny_model  # noqa: E402
-from tlkit.serve import Predictor  # noqa: E402
+from tlkit.predict import Predictor  # noqa: E402
 from tlkit.service import create_app, running  # noqa: E402
 
 pytestmark = pytest.mark.browser

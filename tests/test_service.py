@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from conftest import CLI_PREFIX, ROOT, SHARED  # noqa: E402
 from servekit import NAMES, bomb_png, encode, image_bytes, tiny_model  # noqa: E402
 from tlkit.modelfile import ModelFileError, save_model  # noqa: E402
-from tlkit.serve import Limits, Predictor, decode_image  # noqa: E402
+from tlkit.predict import Limits, Predictor, decode_image  # noqa: E402
 from tlkit.service import _UploadGuard, app_from_model, create_app, running  # noqa: E402
 
 LIMITS = Limits(max_bytes=200_000, max_pixels=4_000_000, max_files=4, top_k=2)

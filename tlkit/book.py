@@ -139,7 +139,7 @@ def _curve_records(recs: list[dict]) -> dict[str, list[dict]]:
 def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[str]:
     """Notebook 2's label-efficiency curve: test accuracy against labelled images per class."""
     from tlkit import plots
-    from tlkit.efficiency import curve_frame
+    from tlkit.label_efficiency import curve_frame
 
     curves = _curve_records(recs)
     if not any(curves.values()):

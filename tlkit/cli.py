@@ -8,7 +8,7 @@ import sys
 from tlkit import TlkitError, quiet
 from tlkit.data import CROPS
 from tlkit.export import FORMATS
-from tlkit.serve import DEFAULT_MAX_PIXELS, Limits
+from tlkit.predict import DEFAULT_MAX_PIXELS, Limits
 from tlkit.system import Terminated
 
 
@@ -81,7 +81,7 @@ def _bench(a: argparse.Namespace) -> None:
 
 
 def _predict(a: argparse.Namespace) -> None:
-    from tlkit.serve import Predictor
+    from tlkit.predict import Predictor
 
     pred = Predictor.load(a.model, threshold=a.threshold)  # checks the threshold first
     for path, (label, conf) in zip(a.images, pred.predict_files(a.images, a.max_pixels)):
@@ -89,7 +89,7 @@ def _predict(a: argparse.Namespace) -> None:
 
 
 def _serve(a: argparse.Namespace) -> None:
-    from tlkit.serve import check_threshold
+    from tlkit.predict import check_threshold
 
     check_threshold(a.threshold)
     limits = Limits(**{f.name: getattr(a, f.name) for f in dataclasses.fields(Limits)})

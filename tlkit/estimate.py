@@ -35,7 +35,7 @@ from pathlib import Path
 from tlkit.comparison import comparison_entries, entry_label
 from tlkit.course import NOTEBOOKS, notebook_id, profile_settings
 from tlkit.data import load_dataset
-from tlkit.efficiency import schedule
+from tlkit.label_efficiency import schedule
 from tlkit.evaluate import evaluate
 from tlkit.features import fit_head, out_of_fold_proba, probe
 from tlkit.system import accelerators

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from tlkit import TlkitError
-from tlkit.serve import SERVE_EXTRA
+from tlkit.predict import SERVE_EXTRA
 from tlkit.system import TMP_MARK, atomic_path, write_json
 
 FORMATS = ("keras", "savedmodel", "onnx", "tflite")

@@ -316,7 +316,7 @@ def save_run(path: str | Path, *, kind: str, name: str, params: dict, dataset, m
 
 def save_point(point, path: str | Path, *, name: str, params: dict, seed: int | None = None,
                kind: str = "ablation") -> dict:
-    """Write the run record of one label-efficiency point (a :class:`tlkit.efficiency.Point`):
+    """Write the run record of one label-efficiency point (a :class:`tlkit.label_efficiency.Point`):
     ``params`` plus the point's own; returns it.
 
     The default kind is ``ablation``: a point is a run with fewer labels, not one of the

@@ -1,4 +1,4 @@
-"""The inference service: a FastAPI app around a :class:`~tlkit.serve.Predictor`.
+"""The inference service: a FastAPI app around a :class:`~tlkit.predict.Predictor`.
 
 ``POST /predict`` (one image, multipart field ``file``), ``POST /predict/batch`` (field
 ``files``, several), ``GET /labels``, ``GET /health``, OpenAPI docs at ``/docs`` (served
@@ -36,7 +36,7 @@ from typing import Iterator
 import numpy as np
 
 from tlkit import TlkitError
-from tlkit.serve import SERVE_EXTRA, WEB_FORMATS, ImageError, Limits, Predictor
+from tlkit.predict import SERVE_EXTRA, WEB_FORMATS, ImageError, Limits, Predictor
 
 
 class ServeExtraError(TlkitError):

@@ -1,4 +1,4 @@
-"""tlkit.serve and ``tlkit predict``: class names from inside the model file, a threshold
+"""tlkit.predict and ``tlkit predict``: class names from inside the model file, a threshold
 checked before anything is loaded, images checked before they are decoded."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from servekit import NAMES, bomb_png, encode, image_bytes, tiny_model
 from tlkit import TlkitError
 from tlkit.cli import main
 from tlkit.modelfile import MAX_META_BYTES, META_NAME, ModelFileError
-from tlkit.serve import DECODE_BYTES_PER_PIXEL, ImageError, Limits, Predictor, decode_image
+from tlkit.predict import DECODE_BYTES_PER_PIXEL, ImageError, Limits, Predictor, decode_image
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def test_decode_budget_refuses_before_decoding():
 _MEASURE = """
 import sys
 from pathlib import Path
-from tlkit.serve import decode_image
+from tlkit.predict import decode_image
 
 def peak():  # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's across exec)
     line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM"))

@@ -26,7 +26,7 @@ ORIENTATION = 0x0112
 #: Formats the web service accepts (Pillow's names).
 WEB_FORMATS = ("JPEG", "PNG", "WEBP")
 #: Peak memory of :func:`decode_image` per pixel it decodes, by format (Pillow 13, checked by
-#: tests/test_serve.py): the decoded image and one full-size RGB copy (RGBA, palette, CMYK:
+#: tests/test_predict.py): the decoded image and one full-size RGB copy (RGBA, palette, CMYK:
 #: 4 + 4 bytes; RGB and greyscale are resized first); Pillow's WebP decoder holds 4 copies.
 #: Other formats count as the most expensive.
 DECODE_BYTES_PER_PIXEL = {"JPEG": 9, "PNG": 9, "WEBP": 17}
