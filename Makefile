@@ -3,7 +3,7 @@
 #                 (from the committed reference run, book/reference/)
 #   make test     unit tests, a smoke course (every notebook executed once, and the run fails
 #                 when any cell fails), the book from the smoke run and from the reference run,
-#                 smoke bench
+#                 smoke bench, the gpu bench's dry run, and the Colab-like install check
 # Both create .venv on first use. BACKEND picks the Keras backend extra (tf-cpu, tf, jax, torch)
 # and the backend everything runs on (KERAS_BACKEND, exported to every command below).
 PYTHON ?= python3
