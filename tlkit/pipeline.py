@@ -28,7 +28,7 @@ from tlkit.modelfile import save_model
 from tlkit.models import ModelError, ModelSpec, build_classifier, get_spec, param_report, resolve_weights
 from tlkit.records import make_record, run_prefix, write_record
 from tlkit.system import TMP_MARK, process_alive, sigterm_as_interrupt
-from tlkit.train import configure_precision, device_scope, fit_dataset, set_seed
+from tlkit.train import configure_precision, fit_dataset, set_seed
 from tlkit import plots
 
 MAX_IMG_SIZE = 1024
@@ -256,13 +256,12 @@ def train_run(dataset: str, base: str, *, epochs: int = 10, batch_size: int = 32
                             **kw, **board)
             clf, result, wall = run.clf, run.both, run.wall_seconds
         else:
-            with device_scope():
-                clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape,
-                                       img_size=size, weights=weights, alpha=alpha,
-                                       weights_dir=weights_dir, augment=augment, dropout=dropout)
+            # built in the device scope (data parallel on several devices) by build_classifier
+            clf = build_classifier(base, ds.num_classes, input_shape=ds.image_shape, img_size=size,
+                                   weights=weights, alpha=alpha, weights_dir=weights_dir,
+                                   augment=augment, dropout=dropout)
             ready(clf)
-            with device_scope():
-                result = fit_dataset(clf, ds, epochs=epochs, lr=lr, **kw, **board)
+            result = fit_dataset(clf, ds, epochs=epochs, lr=lr, **kw, **board)
             wall = result.wall_seconds
         evaluation = evaluate(clf.model, ds, seed=seed)
         params.update(img_size=size, lr=lr, alpha=alpha, precision=precision)

@@ -18,9 +18,11 @@ from typing import BinaryIO, Sequence
 import numpy as np
 
 from tlkit import TlkitError
+from tlkit.data import MAX_IMAGE_PIXELS
 
-#: A 48 MP phone photo fits; a decompression bomb (e.g. 20000 x 20000 zeros) does not.
-DEFAULT_MAX_PIXELS = 50_000_000
+#: A 48 MP phone photo fits; a decompression bomb (e.g. 20000 x 20000 zeros) does not: the
+#: data loaders' budget, one number for both.
+DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
 #: The EXIF tag of the camera's orientation.
 ORIENTATION = 0x0112
 #: Formats the web service accepts (Pillow's names).
