@@ -210,6 +210,7 @@ def test_run_banner_says_which_run_a_page_shows(root):
     from tlkit.records import read_records
 
     recs, summary = read_records(run / "records"), json.loads((run / "summary.json").read_text())
+    recs = [{**r, "git_commit": "0123456789abcdef"} for r in recs]  # as the summary's run wrote them
     banner = run_banner(summary, recs, "02_frozen_mobilenetv2")
     assert banner.startswith("```{note}\n**This page shows a real run:** `cpu` profile")
     assert "data: cifar10 (1,000 train / 100 test images)" in banner
@@ -218,6 +219,23 @@ def test_run_banner_says_which_run_a_page_shows(root):
     smoke = run_banner({**summary, "profile": "smoke"}, recs, "01_cnn_from_scratch")
     assert smoke.startswith("```{warning}\n**This page shows a smoke run**")
     assert "weights: trained from scratch" in smoke and "only show that the code runs" in smoke
+
+
+def test_run_banner_names_each_pages_own_commit(root):
+    """A run folder completed with --only holds notebooks of two commits: each page says its own."""
+    run = _write_run(root / "run", {})
+    from tlkit.records import read_records
+
+    recs, summary = read_records(run / "records"), json.loads((run / "summary.json").read_text())
+    entries = [{**e, "git_commit": "fedcba9876543210", "finished": "2026-03-04T05:06:07+0000"}
+               if e["notebook"] == "02_frozen_mobilenetv2" else e for e in summary["notebooks"]]
+    summary = {**summary, "notebooks": entries}
+    two = run_banner(summary, recs, "02_frozen_mobilenetv2")
+    assert "`fedcba9876`" in two and "2026-03-04" in two and "`0123456789`" not in two
+    one = run_banner(summary, recs, "01_cnn_from_scratch")  # no commit in its entry: its records'
+    assert f"`{recs[0]['git_commit'][:10]}`" in one and "2026-01-02" in one
+    no_records = run_banner(summary, [], "01_cnn_from_scratch")  # nothing else: the summary's
+    assert "`0123456789`" in no_records
 
 
 def test_book_build_without_jupyter_book(monkeypatch, capsys, root):

@@ -452,8 +452,13 @@ def run_banner(summary: dict, recs: list[dict], notebook: str) -> str:
     weights = sorted({record_weights(r) for r in mine})
     if weights:
         facts.append("weights: " + "; ".join(map(md_text, weights)))
-    facts += [md_text(device), md_text(str(summary.get("created", ""))[:10]),
-              f"tlkit commit {md_code((summary.get('git_commit') or 'unknown')[:10])}"]
+    # a run folder may hold notebooks run at different commits (``tlkit course run --only``):
+    # each page names its own, from its summary entry, else its records, else the summary's
+    entry = next((e for e in summary.get("notebooks", []) if e.get("notebook") == notebook), {})
+    commits = sorted({r["git_commit"] for r in mine if r.get("git_commit")})
+    commit = entry.get("git_commit") or (commits[0] if len(commits) == 1 else summary.get("git_commit"))
+    day = entry.get("finished") or summary.get("created", "")
+    facts += [md_text(device), md_text(str(day)[:10]), f"tlkit commit {md_code((commit or 'unknown')[:10])}"]
     if summary.get("profile") == "smoke":
         return ("```{warning}\n**This page shows a smoke run** (" + " · ".join(facts) + "): synthetic "
                 "shapes and random weights, so its numbers only show that the code runs, not what the "

@@ -585,7 +585,7 @@ def _run(pm: ModuleType, profile: str, src: Path, out: Path, data_dir: str | Non
             r = {"notebook": name, "status": "interrupted"}
         except Exception as e:  # papermill raises its own and nbclient errors; each is reported
             r = {"notebook": name, "status": "failed", **_failure(e)}
-        r.update(seconds=round(time.perf_counter() - start, 1), finished=_now())
+        r.update(seconds=round(time.perf_counter() - start, 1), finished=_now(), git_commit=env.get("git_commit"))
         written = sorted(p for p, stat in _files(records_dir).items() if before.get(p) != stat)
         if r["status"] == "ok":
             for aside in (out / "previous" / name, out / "failed" / name):
