@@ -212,6 +212,23 @@ def ds40():
     return load_dataset("synthetic", synthetic_per_class=40, synthetic_size=32, seed=0)
 
 
+def test_fit_head_is_the_same_after_a_backbone_was_built(ds40):
+    """A head trained on cached features equals one trained right after extraction, which
+    built a backbone and drew random numbers on the way (seed by seed)."""
+    feats = extract_features("cnn", ds40, img_size=32, weights="none")
+
+    def weights_after(draw: bool) -> list[np.ndarray]:
+        set_seed(0)
+        if draw:
+            build_backbone("cnn", 32)
+            np.random.rand(3)
+        head, _ = fit_head(feats, ds40, epochs=2, batch_size=32, early_stopping=None, seed=3)
+        return head.get_weights()
+
+    for a, b in zip(weights_after(False), weights_after(True)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_fit_head_learns(ds40):
     """A linear head on frozen (here random-conv) features beats chance on synthetic data."""
     set_seed(0)

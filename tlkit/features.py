@@ -193,7 +193,11 @@ def fit_head(feats: Features, ds: Dataset, *, epochs: int = 30, batch_size: int 
 
     ``train_fraction`` < 1 trains on a seeded, stratified share of the training split
     (:func:`train_indices`); score it with :func:`evaluate_head` and the same arguments.
+    ``seed`` also seeds the head's initialisation and shuffling (Keras's global seed): the
+    head comes out the same whether the features were just extracted (building a backbone
+    draws random numbers) or read from the cache.
     """
+    keras.utils.set_random_seed(seed)
     idx = train_indices(ds.y_train, train_fraction, seed)
     x, y = feats.splits["train"][idx], ds.y_train[idx]
     if use_flips and "train_flip" in feats.splits:
