@@ -103,6 +103,28 @@ def test_early_stopping_restores_best_weights():
     assert loss_now != pytest.approx(val_loss[-1], rel=1e-3)
 
 
+def test_time_budget_stops_before_the_epoch_that_would_overrun(monkeypatch):
+    """Epochs of 30 s on a 100 s budget: the third ends at 90 s, a fourth would end at 120 s."""
+    import tlkit.train as train_mod
+
+    clock = iter(float(t) for t in (0, 30, 60, 90))
+    monkeypatch.setattr(train_mod.time, "perf_counter", lambda: next(clock))
+    budget, model = train_mod.TimeBudget(100), type("M", (), {"stop_training": False})()
+    budget.set_model(model)
+    budget.on_train_begin()
+    stops = []
+    for epoch in range(3):
+        budget.on_epoch_end(epoch)
+        stops.append(model.stop_training)
+    assert stops == [False, False, True]
+
+
+def test_time_budget_needs_a_constant_rate():
+    x, y = np.zeros((8, 4), "float32"), np.zeros(8, int)
+    with pytest.raises(ValueError, match="schedule='constant'"):
+        fit(dense_model(), x, y, epochs=1, time_budget=10, verbose=0)
+
+
 def test_train_result_extend():
     a = TrainResult({"loss": [1.0]}, 2.0, 10)
     b = TrainResult({"loss": [0.5, 0.4]}, 3.0, 20, ["gpu:0", "gpu:1"])

@@ -18,6 +18,9 @@ models) are each notebook's time in the bench's smoke course.
   data is loaded, from the split sizes it found (``split_sizes`` in its settings).
 - A notebook newer than the bench has no measured fixed cost: it counts the largest the
   bench measured.
+- JAX on a CPU: the time on TensorFlow times the largest TensorFlow/JAX ratio the bench
+  measured (its ``backends`` part), with advice to use TensorFlow where that is above
+  :data:`JAX_RATIO`.
 
 Downloads are not included, and features cached by an earlier run make a rerun faster.
 """
@@ -62,6 +65,7 @@ COSTS = {
 }
 # A width variant the bench did not measure is priced as the nearest one it did.
 UNMEASURED = {"mobilenet alpha 0.25": "mobilenetv2 alpha 0.35"}
+JAX_RATIO = 1.5  # JAX's CPU time within this factor of TensorFlow's: no advice to switch
 # Data sets of known size: classes, training and test images per class (Krizhevsky, 2009).
 SIZES = {"cifar10": (10, 5000, 1000), "cifar100": (100, 500, 100)}
 
@@ -117,7 +121,26 @@ def costs_from_bench(bench: dict) -> dict:
         # each model's inference (models part: a few batches)
         "infer_s": {m["model"]: [m["img_size"], _sig(1 / m["inference_images_per_second"])]
                     for m in bench["models"]},
+        # JAX's slowdown on this CPU: the largest TensorFlow/JAX images/s ratio of the course's
+        # workloads (bench files older than the backends part: none)
+        **({"jax_cpu_slowdown": max(r["ratio"] for r in _backend_rows(bench))}
+           if _backend_rows(bench) else {}),
     }
+
+
+def _backend_rows(bench: dict) -> list[dict]:
+    """The measured workloads of a bench's ``backends`` part."""
+    return [r for r in (bench.get("backends") or {}).values() if isinstance(r, dict) and r.get("ratio")]
+
+
+def backend_advice(slowdown: float | None) -> str | None:
+    """What the course tells CPU users about the backend, given JAX's measured slowdown on a
+    CPU: None when JAX is within :data:`JAX_RATIO` of TensorFlow (or nothing was measured)."""
+    if not slowdown or slowdown <= JAX_RATIO:
+        return None
+    return (f"on a CPU, use the TensorFlow backend: the reference bench measured JAX up to "
+            f"{slowdown:.1f}x slower there (XLA's CPU convolutions against TensorFlow's oneDNN "
+            "kernels); JAX pays off on a GPU or TPU")
 
 
 def _default(fn, name: str):
@@ -296,16 +319,24 @@ class Hardware:
     source: str
 
 
-def hardware(gpus: list[str] | None = None, cores: int | None = None) -> Hardware:
-    """The hardware a notebook runs on (default: detected), priced against the reference CPU."""
+def hardware(gpus: list[str] | None = None, cores: int | None = None,
+             backend: str | None = None) -> Hardware:
+    """The hardware a notebook runs on (default: detected) with the Keras backend (default:
+    the one in use), priced against the reference CPU on TensorFlow."""
+    import keras
+
     gpus = accelerators() if gpus is None else gpus
     ref = COSTS["bench"]
     if not gpus:
         cores = cores or os.cpu_count() or 1
         scaled = "" if cores == ref["cores"] else f", scaled to {cores} cores"
-        return Hardware(f"this CPU ({cores} cores)", cores / ref["cores"], 0.0,
+        slowdown = COSTS.get("jax_cpu_slowdown") if (backend or keras.config.backend()) == "jax" else None
+        advice = backend_advice(slowdown)
+        return Hardware(f"this CPU ({cores} cores)", cores / ref["cores"] / (slowdown or 1), 0.0,
                         f"from per-image costs measured on {ref['cores']} {ref['cpu']} cores by the "
-                        f"reference bench at {ref['git_commit'][:7]}{scaled}")
+                        f"reference bench at {ref['git_commit'][:7]}{scaled}"
+                        + (f", times {slowdown:.1f} for JAX: {advice}" if advice else
+                           f", times {slowdown:.1f} for JAX" if slowdown else ""))
     name = f"{len(gpus)} × {gpus[0]}" if len(gpus) > 1 else gpus[0]
     model = next((m for m in GPU_TFLOPS if re.search(rf"\b{re.escape(m)}\b", gpus[0])), None)
     if model is None:

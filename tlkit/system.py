@@ -455,6 +455,33 @@ def cpu_load() -> float | None:
         return None
 
 
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """(wall clock, CPU seconds every process has used since boot, CPU seconds of this process
+    and its finished children), for :func:`others_share`; None where ``/proc/stat`` is not."""
+    import resource
+
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy
+    ticks = [int(v) for v in fields[:8]]
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    own = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return time.time(), busy, own
+
+
+def others_share(before: tuple[float, float, float] | None,
+                 after: tuple[float, float, float] | None) -> float | None:
+    """The share of the machine's CPU (0 to 1) that other processes used between two
+    :func:`cpu_snapshot` s: 0.5 on 2 cores is one core taken from a measurement."""
+    if not before or not after or after[0] <= before[0]:
+        return None
+    others = (after[1] - before[1]) - (after[2] - before[2])
+    return round(min(1.0, max(0.0, others / ((after[0] - before[0]) * (os.cpu_count() or 1)))), 3)
+
+
 # --------------------------------------------------------------------------- devices
 
 DEVICES_ENV = "TLKIT_DEVICES"

@@ -199,18 +199,42 @@ class EpochClock(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training once the next epoch, as long as the last one, would end past ``seconds``
+    of training; with a constant learning rate (a schedule sized in epochs would be cut off
+    before it decays)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_begin(self, logs=None):
+        self.start = self.last = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        if now - self.start + (now - self.last) > self.seconds:
+            self.model.stop_training = True
+        self.last = now
+
+
 def fit(model: keras.Model | Classifier, x: np.ndarray, y: np.ndarray, *,
         validation: tuple[np.ndarray, np.ndarray] | None = None, num_classes: int | None = None,
         epochs: int = 10, batch_size: int = 64, lr: float = 1e-3, schedule: str = "cosine",
         weight_decay: float = 1e-4, label_smoothing: float = 0.0,
         class_weight: str | dict | None = None, early_stopping: int | None = None,
         tensorboard: str | Path | None = None, verbose: int | str = "auto",
-        compile: bool = True) -> TrainResult:
+        compile: bool = True, time_budget: float | None = None) -> TrainResult:
     """Compile and fit on arrays; returns history, wall time and images/s.
 
     ``class_weight="balanced"`` weighs classes by inverse frequency; ``early_stopping=P``
-    stops after P epochs without a better validation loss and restores the best weights.
+    stops after P epochs without a better validation loss and restores the best weights;
+    ``time_budget`` (seconds, with ``schedule="constant"``) stops at most ``epochs`` epochs
+    where the next one would overrun it (:class:`TimeBudget`).
     """
+    if time_budget is not None and schedule != "constant":
+        raise ValueError("time_budget needs schedule='constant': a schedule sized in epochs "
+                         "would be cut off before it decays")
     model = model.model if isinstance(model, Classifier) else model
     k = num_classes or int(model.output_shape[-1])
     steps = epochs * int(np.ceil(len(x) / batch_size))
@@ -223,6 +247,8 @@ def fit(model: keras.Model | Classifier, x: np.ndarray, y: np.ndarray, *,
     if early_stopping and validation is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=early_stopping, restore_best_weights=True))
+    if time_budget is not None:
+        callbacks.append(TimeBudget(time_budget))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(tensorboard)))
     if isinstance(class_weight, str):
