@@ -214,11 +214,11 @@ def test_run_banner_says_which_run_a_page_shows(root):
     banner = run_banner(summary, recs, "02_frozen_mobilenetv2")
     assert banner.startswith("```{note}\n**This page shows a real run:** `cpu` profile")
     assert "data: cifar10 (1,000 train / 100 test images)" in banner
-    assert "weights: ImageNet weights" in banner and "Test CPU (2 CPU cores)" in banner
+    assert "models: ImageNet weights, frozen" in banner and "Test CPU (2 CPU cores)" in banner
     assert "2026-01-02" in banner and "`0123456789`" in banner
     smoke = run_banner({**summary, "profile": "smoke"}, recs, "01_cnn_from_scratch")
     assert smoke.startswith("```{warning}\n**This page shows a smoke run**")
-    assert "weights: trained from scratch" in smoke and "only show that the code runs" in smoke
+    assert "models: trained from scratch (whole network)" in smoke and "only show that the code runs" in smoke
 
 
 def test_run_banner_names_each_pages_own_commit(root):
@@ -460,7 +460,7 @@ def test_results_page_keeps_own_images_apart(root):
     section = write_results_page(root, run).read_text().split("## This build's run", 1)[1]
     tables = _tables(section)
     assert "07 fine-tuned on photos" not in {r["run"] for r in tables["Notebooks 1–4: runs on 1,000 training images"]}
-    assert [(r["run"], r["weights"], r["test acc"]) for r in tables["Your own images (notebook 7)"]] == [
+    assert [(r["run"], r["weights, training"], r["test acc"]) for r in tables["Your own images (notebook 7)"]] == [
         ("07 fine-tuned on photos", "random weights, fine-tuned", "0.875")]
     assert "- 07 fine-tuned on photos: Identical files: 1 group(s) (1 across classes" in section
     assert "- 07 fine-tuned on photos: A threshold of 0.70 keeps 96.0% precision" in section

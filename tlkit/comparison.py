@@ -15,7 +15,7 @@ import numpy as np
 from tlkit import findings
 from tlkit.flops import forward_flops
 from tlkit.models import build_extractor, get_spec
-from tlkit.records import weights_kind
+from tlkit.records import trained_label
 
 WIDTH_VARIANTS: list[tuple[str, float]] = [("mobilenetv2", 0.35), ("mobilenet", 0.25)]
 NOT_AVAILABLE = "weights not available offline"
@@ -88,8 +88,7 @@ def comparison_row(name: str, alpha: float | None, cost: dict, record: dict | No
     (``record``, a run record) where there is one; ``missing`` says why there is none."""
     facts = get_spec(name).facts(alpha)
     acc = record["metrics"]["test_accuracy"] if record is not None else None
-    weights = (weights_kind(record["weights_source"], record["kind"], record.get("weights_origin"))
-               if record is not None else missing)
+    weights = trained_label(record) if record is not None else missing
     return {"model": entry_label(name, alpha), "base": name, "alpha": alpha,
             "published_top1": facts.top1 if facts else None,
             "published_params_m": facts.params_m if facts else None,

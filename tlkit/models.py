@@ -448,6 +448,7 @@ class Classifier:
                 "num_classes": self.num_classes, "augment": list(self.augment),
                 "weights_source": self.weights_source, "params": self.model.count_params(),
                 "backbone_params": self.backbone.count_params(),
+                "backbone_trainable_params": count_trainable(self.backbone),
                 "trainable_params": count_trainable(self.model)}
 
 
