@@ -35,7 +35,9 @@ def _write_run(folder: Path, statuses: dict[str, str]) -> Path:
     for file, kind, name, size, (tr, va, te) in RUNS:
         rec = make_record(kind=kind, name=name,  # an ablation declares its knob, a comparison its width
                           params={"profile": "cpu", "img_size": size,
-                                  **({"knob": "dropout", "dropout": 0.5} if kind == "ablation" else {})},
+                                  **({"knob": "dropout", "dropout": 0.5} if kind == "ablation" else {}),
+                                  **({"models_to_compare": ["resnet50", "mobilenetv2"]}
+                                     if kind == "comparison" else {})},
                           dataset=DATA,
                           model={"base": {"scratch": "cnn", "comparison": "resnet50"}.get(kind, "mobilenetv2"),
                                  "img_size": size,
@@ -102,6 +104,9 @@ def test_results_page_numbers(root):
             assert (row["train acc"], row["val acc"], row["test acc"]) == (f"{tr:.3f}", f"{va:.3f}", f"{te:.3f}")
             assert row["input px"] == str(size) and row["train−test gap"] == f"{tr - te:+.3f}"
     assert [r["backbone"] for r in tables["Model comparison (notebook 4)"]] == ["resnet50"]
+    # what the run measured, from its records: resnet50 and mobilenetv2, then the two width variants
+    assert ("1 of the 4 rows of notebook 4's table has a measured accuracy: a head trained on each "
+            "backbone's frozen features, on 1,000 training images at 96 px.") in section
     assert tables["Model comparison (notebook 4)"][0]["parameters"] == "2,257,984"
     assert tables["Ablations (notebook 5)"] == [{"ablation": "dropout = 0.5", "train acc": "0.800",
                                                  "val acc": "0.740", "test acc": "0.735",

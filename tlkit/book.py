@@ -113,6 +113,27 @@ def _lessons(recs: list[dict], df) -> list[str]:
     return ["**The headline comparisons**, computed from these records:", "", *lines, ""] if lines else []
 
 
+def _listing(values, fmt: str) -> str:
+    """Distinct values in words: ``96``, ``96 and 128``, ``32, 96 and 128``."""
+    words = [format(v, fmt) for v in sorted(set(values))]
+    return " and ".join(filter(None, [", ".join(words[:-1]), words[-1]])) if words else "?"
+
+
+def _comparison_scope(recs: list[dict], comp) -> str:
+    """What notebook 4's measured rows are, from their records: how many of the notebook's
+    rows (its ``models_to_compare`` and the width variants), on how many training images, at
+    which input size."""
+    from tlkit.comparison import comparison_entries
+
+    listed = {len(comparison_entries(recs[i]["params"]["models_to_compare"])) for i in comp.index
+              if "models_to_compare" in recs[i]["params"]}
+    of = f" of the {listed.pop()} rows of notebook 4's table" if len(listed) == 1 else ""
+    return (f"{len(comp)}{of} {'has' if len(comp) == 1 else 'have'} a measured accuracy: a head trained on each backbone's frozen "
+            f"features, on {_listing(comp['train_images'].dropna().astype(int), ',')} training images "
+            f"at {_listing(comp['img_size'].dropna(), 'g')} px. A model whose ImageNet weights were not "
+            "available has none; notebook 4's page lists every row with its published figures.")
+
+
 # The methods of a label-efficiency curve point (params["method"]) and what the page calls them.
 CURVE_METHODS = {"frozen": "frozen head", "scratch": "CNN from scratch"}
 
@@ -248,8 +269,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                                      for i in comp.index])
         random_rows = comp["weights"].eq(RANDOM_HEAD).any()
         out += ["### Model comparison (notebook 4)", "",
-                "Rows with a measured accuracy only: a model whose ImageNet weights were not available "
-                "has none, and notebook 4's page lists all nine with their published figures."
+                _comparison_scope(recs, comp)
                 + (f" Rows marked *{RANDOM_HEAD}* are a random backbone under a trained "
                    "head: neither transfer nor training from scratch." if random_rows else ""), "",
                 md_table(comp.sort_values(["weights", "test_accuracy"], ascending=[True, False]),
