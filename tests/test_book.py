@@ -104,6 +104,8 @@ def test_results_page_numbers(root):
             assert (row["train acc"], row["val acc"], row["test acc"]) == (f"{tr:.3f}", f"{va:.3f}", f"{te:.3f}")
             assert row["input px"] == str(size) and row["train−test gap"] == f"{tr - te:+.3f}"
     assert [r["backbone"] for r in tables["Model comparison (notebook 4)"]] == ["resnet50"]
+    assert tables["Model comparison (notebook 4)"][0]["extraction img/s"] == "345"
+    assert "not the timed forward pass that notebook 4's table calls *forward img/s*" in section
     # what the run measured, from its records: resnet50 and mobilenetv2, then the two width variants
     assert ("1 of the 4 rows of notebook 4's table has a measured accuracy: a head trained on each "
             "backbone's frozen features, on 1,000 training images at 96 px.") in section
@@ -286,6 +288,10 @@ def test_results_page_label_efficiency_curve(root):
     assert [(r["images per class"], r["frozen head"], r["CNN from scratch"]) for r in rows] == [
         ("10", "0.500", "0.200"), ("500", "0.800", "0.611")]
     assert "cached 96-px features" in section
+    # the size sweep's 96-px run is the same head on the same features: both numbers, named
+    assert ("A frozen head on all 1,000 training images at 96 px, from the same cached features, has two "
+            "test accuracies here: 0.800 on the label-efficiency curve") in section
+    assert "and 0.812 in the size sweep" in section
     assert [r["ablation"] for r in _tables(section)["Ablations (notebook 5)"]] == ["dropout = 0.5"]
     assert (root / "book" / "_generated" / "this_run_label_efficiency.png").is_file()
     other = json.loads((run / "records" / "01_cnn_scratch.json").read_text())

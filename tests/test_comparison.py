@@ -48,7 +48,7 @@ def test_measure_backbone_counts_flops_at_the_size():
     small = comparison.measure_backbone("mobilenetv2", 32, 0.35, batch_size=4, seconds=0.05)
     big = comparison.measure_backbone("mobilenetv2", 64, 0.35, batch_size=4, seconds=0.05)
     assert small["backbone_params"] == big["backbone_params"] == 410_208  # no top, any size
-    assert small["images_per_second"] > 0 and small["img_size"] == 32
+    assert small["images_per_second"] > 0 and small["img_size"] == 32 and small["batch_size"] == 4
     assert 3.0 < big["forward_flops"] / small["forward_flops"] < 5.0  # about the square of the size
 
 
@@ -80,7 +80,7 @@ def test_throughput_is_timed_over_fixed_seconds_after_warmup(step, seconds, min_
 
 def _comparison_record(acc: float, source: str, n: int = 1000) -> dict:
     return {"kind": "comparison", "weights_source": source, "weights_origin": None,
-            "metrics": {"test_accuracy": acc}, "evaluation": {"test": {"n": n}}}
+            "metrics": {"test_accuracy": acc}, "evaluation": {"test": {"n": n}}, "images_per_second": 345.0}
 
 
 COST = {"mobilenetv2": {"backbone_params": 2_257_984, "forward_flops": 110_000_000, "img_size": 96,
@@ -109,6 +109,11 @@ def test_comparison_rows_and_table():
     assert list(table["source"]) == ["Keras Applications table", "Keras Applications table",
                                      "TF-slim MobileNetV2 checkpoint table"]
     assert list(table["GFLOPs at 96 px"]) == ["1.42", "0.11", "0.022"]
+    # two throughputs, named apart: every row's timed forward pass, a measured row's extraction
+    assert list(table["forward img/s"]) == ["50", "300", "900"]
+    assert list(table["extraction img/s (data set)"]) == ["—", "345", "—"]
+    rows = [{**r, "forward_batch": 64} for r in rows]
+    assert comparison.forward_column(rows) == "forward img/s (batch of 64)"
     assert list(table["backbone params (here, no top)"]) == ["23.59M", "2.26M", "0.41M"]
 
 

@@ -161,7 +161,7 @@ def _curve_records(recs: list[dict]) -> dict[str, list[dict]]:
 def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[str]:
     """Notebook 2's label-efficiency curve: test accuracy against labelled images per class."""
     from tlkit import plots
-    from tlkit.label_efficiency import curve_frame
+    from tlkit.label_efficiency import curve_frame, two_protocols
 
     curves = _curve_records(recs)
     if not any(curves.values()):
@@ -170,6 +170,8 @@ def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[
     frozen = curves[CURVE_METHODS["frozen"]]
     px = "/".join(f"{s:g}" for s in sorted(set(to_frame(frozen)["img_size"]))) if frozen else ""
     wide = curve.pivot_table(index="per_class", columns="method", values="test_accuracy").reset_index()
+    pairs = [two_protocols(p, r) for p in frozen for r in recs if r["kind"] == "frozen"]
+    notes = [md_text(n) for n in pairs if n]
     fig = plots.lines(curve, "per_class", "test_accuracy", hue="method", logx=True,
                       title="Test accuracy against labelled images per class",
                       xlabel="labelled training images per class (log scale)", ylabel="test accuracy")
@@ -179,6 +181,7 @@ def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[
             "accuracy on the whole test split.", "",
             md_table(wide, {"per_class": "images per class", **{v: v for v in CURVE_METHODS.values()}},
                      {"per_class": ",.0f", **{v: ".3f" for v in CURVE_METHODS.values()}}), "",
+            *(f"{n}\n" for n in notes),
             _figure(fig, f"{key}_label_efficiency", root,
                     "Line chart of test accuracy against labelled images per class, frozen head and CNN from scratch",
                     f"Notebook 2 ({who}): how many labels each method needs."), ""]
@@ -271,10 +274,14 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
         out += ["### Model comparison (notebook 4)", "",
                 _comparison_scope(recs, comp)
                 + (f" Rows marked *{RANDOM_HEAD}* are a random backbone under a trained "
-                   "head: neither transfer nor training from scratch." if random_rows else ""), "",
+                   "head: neither transfer nor training from scratch." if random_rows else "")
+                + " *extraction img/s* is how fast each run pushed the data set's images through the "
+                "backbone once to cache their features, not the timed forward pass that notebook 4's "
+                "table calls *forward img/s*.", "",
                 md_table(comp.sort_values(["weights", "test_accuracy"], ascending=[True, False]),
                          {"backbone": "backbone", "weights": "weights, training", "backbone_params": "parameters",
-                          "images_per_second": "extraction img/s", "wall_seconds": "wall s",
+                          "images_per_second": "extraction img/s",
+                          "wall_seconds": "wall s",
                           "test_accuracy": "test acc"},
                          {"backbone_params": ",.0f", "images_per_second": ".0f", "wall_seconds": ".0f",
                           "test_accuracy": ".3f"}), ""]
