@@ -35,7 +35,9 @@ def _write_run(folder: Path, statuses: dict[str, str]) -> Path:
     for file, kind, name, size, (tr, va, te) in RUNS:
         rec = make_record(kind=kind, name=name,  # an ablation declares its knob, a comparison its width
                           params={"profile": "cpu", "img_size": size,
-                                  **({"knob": "dropout", "dropout": 0.5} if kind == "ablation" else {})},
+                                  **({"knob": "dropout", "dropout": 0.5} if kind == "ablation" else {}),
+                                  **({"models_to_compare": ["resnet50", "mobilenetv2"]}
+                                     if kind == "comparison" else {})},
                           dataset=DATA,
                           model={"base": {"scratch": "cnn", "comparison": "resnet50"}.get(kind, "mobilenetv2"),
                                  "img_size": size,
@@ -102,6 +104,11 @@ def test_results_page_numbers(root):
             assert (row["train acc"], row["val acc"], row["test acc"]) == (f"{tr:.3f}", f"{va:.3f}", f"{te:.3f}")
             assert row["input px"] == str(size) and row["train−test gap"] == f"{tr - te:+.3f}"
     assert [r["backbone"] for r in tables["Model comparison (notebook 4)"]] == ["resnet50"]
+    assert tables["Model comparison (notebook 4)"][0]["extraction img/s"] == "345"
+    assert "not the timed forward pass that notebook 4's table calls *forward img/s*" in section
+    # what the run measured, from its records: resnet50 and mobilenetv2, then the two width variants
+    assert ("1 of the 4 rows of notebook 4's table has a measured accuracy: a head trained on each "
+            "backbone's frozen features, on 1,000 training images at 96 px.") in section
     assert tables["Model comparison (notebook 4)"][0]["parameters"] == "2,257,984"
     assert tables["Ablations (notebook 5)"] == [{"ablation": "dropout = 0.5", "train acc": "0.800",
                                                  "val acc": "0.740", "test acc": "0.735",
@@ -214,11 +221,11 @@ def test_run_banner_says_which_run_a_page_shows(root):
     banner = run_banner(summary, recs, "02_frozen_mobilenetv2")
     assert banner.startswith("```{note}\n**This page shows a real run:** `cpu` profile")
     assert "data: cifar10 (1,000 train / 100 test images)" in banner
-    assert "weights: ImageNet weights" in banner and "Test CPU (2 CPU cores)" in banner
+    assert "models: ImageNet weights, frozen" in banner and "Test CPU (2 CPU cores)" in banner
     assert "2026-01-02" in banner and "`0123456789`" in banner
     smoke = run_banner({**summary, "profile": "smoke"}, recs, "01_cnn_from_scratch")
     assert smoke.startswith("```{warning}\n**This page shows a smoke run**")
-    assert "weights: trained from scratch" in smoke and "only show that the code runs" in smoke
+    assert "models: trained from scratch (whole network)" in smoke and "only show that the code runs" in smoke
 
 
 def test_run_banner_names_each_pages_own_commit(root):
@@ -281,6 +288,10 @@ def test_results_page_label_efficiency_curve(root):
     assert [(r["images per class"], r["frozen head"], r["CNN from scratch"]) for r in rows] == [
         ("10", "0.500", "0.200"), ("500", "0.800", "0.611")]
     assert "cached 96-px features" in section
+    # the size sweep's 96-px run is the same head on the same features: both numbers, named
+    assert ("A frozen head on all 1,000 training images at 96 px, from the same cached features, has two "
+            "test accuracies here: 0.800 on the label-efficiency curve") in section
+    assert "and 0.812 in the size sweep" in section
     assert [r["ablation"] for r in _tables(section)["Ablations (notebook 5)"]] == ["dropout = 0.5"]
     assert (root / "book" / "_generated" / "this_run_label_efficiency.png").is_file()
     other = json.loads((run / "records" / "01_cnn_scratch.json").read_text())
@@ -460,7 +471,7 @@ def test_results_page_keeps_own_images_apart(root):
     section = write_results_page(root, run).read_text().split("## This build's run", 1)[1]
     tables = _tables(section)
     assert "07 fine-tuned on photos" not in {r["run"] for r in tables["Notebooks 1–4: runs on 1,000 training images"]}
-    assert [(r["run"], r["weights"], r["test acc"]) for r in tables["Your own images (notebook 7)"]] == [
+    assert [(r["run"], r["weights, training"], r["test acc"]) for r in tables["Your own images (notebook 7)"]] == [
         ("07 fine-tuned on photos", "random weights, fine-tuned", "0.875")]
     assert "- 07 fine-tuned on photos: Identical files: 1 group(s) (1 across classes" in section
     assert "- 07 fine-tuned on photos: A threshold of 0.70 keeps 96.0% precision" in section

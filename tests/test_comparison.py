@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import MNV2_035
-from tlkit import comparison, models
+from tlkit import comparison, models, records
 from tlkit.course import GPU
 
 COMPARED = GPU["04"]["models_to_compare"]  # notebook 4's list, the one place it is written
@@ -48,7 +48,7 @@ def test_measure_backbone_counts_flops_at_the_size():
     small = comparison.measure_backbone("mobilenetv2", 32, 0.35, batch_size=4, seconds=0.05)
     big = comparison.measure_backbone("mobilenetv2", 64, 0.35, batch_size=4, seconds=0.05)
     assert small["backbone_params"] == big["backbone_params"] == 410_208  # no top, any size
-    assert small["images_per_second"] > 0 and small["img_size"] == 32
+    assert small["images_per_second"] > 0 and small["img_size"] == 32 and small["batch_size"] == 4
     assert 3.0 < big["forward_flops"] / small["forward_flops"] < 5.0  # about the square of the size
 
 
@@ -80,7 +80,7 @@ def test_throughput_is_timed_over_fixed_seconds_after_warmup(step, seconds, min_
 
 def _comparison_record(acc: float, source: str, n: int = 1000) -> dict:
     return {"kind": "comparison", "weights_source": source, "weights_origin": None,
-            "metrics": {"test_accuracy": acc}, "evaluation": {"test": {"n": n}}}
+            "metrics": {"test_accuracy": acc}, "evaluation": {"test": {"n": n}}, "images_per_second": 345.0}
 
 
 COST = {"mobilenetv2": {"backbone_params": 2_257_984, "forward_flops": 110_000_000, "img_size": 96,
@@ -101,7 +101,7 @@ def test_comparison_rows_and_table():
     rows = _rows(recs)
     assert rows[0]["weights"] == comparison.NOT_AVAILABLE and rows[0]["test_accuracy"] is None
     assert rows[0]["published_top1"] == 0.749 and rows[0]["gflops"] == pytest.approx(1.416)
-    assert rows[1]["weights"] == "random weights, head only" and rows[1]["test_accuracy"] == 0.80
+    assert rows[1]["weights"] == records.RANDOM_HEAD and rows[1]["test_accuracy"] == 0.80
     assert rows[2]["model"] == "mobilenetv2 alpha 0.35" and rows[2]["published_params_m"] == 1.66
     table = comparison.comparison_table(rows)
     acc = "test accuracy (frozen features + head)"
@@ -109,6 +109,11 @@ def test_comparison_rows_and_table():
     assert list(table["source"]) == ["Keras Applications table", "Keras Applications table",
                                      "TF-slim MobileNetV2 checkpoint table"]
     assert list(table["GFLOPs at 96 px"]) == ["1.42", "0.11", "0.022"]
+    # two throughputs, named apart: every row's timed forward pass, a measured row's extraction
+    assert list(table["forward img/s"]) == ["50", "300", "900"]
+    assert list(table["extraction img/s (data set)"]) == ["—", "345", "—"]
+    rows = [{**r, "forward_batch": 64} for r in rows]
+    assert comparison.forward_column(rows) == "forward img/s (batch of 64)"
     assert list(table["backbone params (here, no top)"]) == ["23.59M", "2.26M", "0.41M"]
 
 
@@ -119,9 +124,9 @@ def test_comparison_takeaways_transfer(tmp_path):
     recs = {"mobilenetv2": {**_comparison_record(0.85, src), "weights_origin": "Keras file"},
             "mobilenetv2 alpha 0.35": {**_comparison_record(0.75, src), "weights_origin": "Keras file"}}
     rows = _rows(recs)
-    assert rows[1]["weights"] == "ImageNet weights (Keras file)" and comparison.is_transfer(rows[1]["weights"])
+    assert rows[1]["weights"] == "ImageNet weights (Keras file), frozen" and comparison.is_transfer(rows[1]["weights"])
     said = comparison.comparison_takeaways(rows, recs)
-    assert said[0] == ("2 of 3 rows have a measured test accuracy (weights: ImageNet weights (Keras file)); "
+    assert said[0] == ("2 of 3 rows have a measured test accuracy (weights: ImageNet weights (Keras file), frozen); "
                        "the other rows: weights not available offline.")
     assert said[1].startswith("mobilenetv2 scores highest: mobilenetv2 beats mobilenetv2 alpha 0.35 by 10.0 points")
     assert "5.0 times the FLOPs" in said[2] and "300 against 900 images/s" in said[2]
@@ -133,8 +138,8 @@ def test_comparison_takeaways_never_call_random_rows_transfer():
     recs = {"mobilenetv2": _comparison_record(0.30, "random", 200),
             "mobilenetv2 alpha 0.35": _comparison_record(0.28, "random", 200)}
     said = comparison.comparison_takeaways(_rows(recs), recs)
-    assert not comparison.is_transfer("random weights, head only")
-    assert all(s.startswith("Not transfer (random weights, head only): ") for s in said[1:])
+    assert not comparison.is_transfer(records.RANDOM_HEAD)
+    assert all(s.startswith(f"Not transfer ({records.RANDOM_HEAD}): ") for s in said[1:])
     assert "no clear difference" in said[1]
     assert comparison.comparison_takeaways(_rows({}), {}) == [
         "0 of 3 rows have a measured test accuracy (weights: none); the other rows: "

@@ -620,7 +620,7 @@ def test_hanging_data_download_times_out(silent_server, no_local_keras, monkeypa
     assert socket.getdefaulttimeout() is None  # restored for the rest of the process
 
 
-def test_hanging_weights_download_times_out(silent_server, no_local_keras, monkeypatch, tmp_path):
+def test_hanging_weights_download_times_out(silent_server, no_local_keras, monkeypatch, tmp_path, capsys):
     from keras.src.applications import mobilenet_v2
 
     from tlkit.models import ModelError, build_backbone
@@ -632,6 +632,68 @@ def test_hanging_weights_download_times_out(silent_server, no_local_keras, monke
         build_backbone("mobilenetv2", 96, weights="imagenet", alpha=0.35, weights_dir=tmp_path)
     assert time.monotonic() - start < 20  # building the model itself takes a few seconds
     assert socket.getdefaulttimeout() is None
+    assert "Downloading data from" not in capsys.readouterr().out  # no download happened: no line
+
+
+@pytest.fixture
+def weights_server(fake_mnv2):
+    """http://127.0.0.1:PORT/ANY-NAME answers with the fake MobileNetV2 0.35 weights file."""
+    import http.server
+
+    body = fake_mnv2[1].read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    thread.join()
+
+
+def test_download_lines_only_for_real_downloads(weights_server, no_local_keras, monkeypatch, tmp_path, capsys):
+    """A download that happens is announced as Keras announces it; a local file is not."""
+    from keras.src.applications import mobilenet_v2
+
+    from tlkit.models import build_backbone
+
+    monkeypatch.setattr(mobilenet_v2, "BASE_WEIGHT_PATH", f"{weights_server}/")
+    _, source = build_backbone("mobilenetv2", 96, weights="imagenet", alpha=0.35, weights_dir=tmp_path)
+    assert source == "imagenet:download"
+    assert f"Downloading data from {weights_server}/" in capsys.readouterr().out
+    local = tmp_path / "local"
+    local.mkdir()
+    from keras.src.backend import config  # where Keras put it: the cache it read when imported
+
+    downloaded = next((Path(config.keras_home()) / "models").glob("mobilenet_v2_*0.35_96_no_top.h5"))
+    shutil.move(downloaded, local / downloaded.name)  # out of the cache other tests search
+    _, source = build_backbone("mobilenetv2", 96, weights="imagenet", alpha=0.35, weights_dir=local)
+    assert source.startswith("imagenet:") and source != "imagenet:download"
+    assert "Downloading" not in capsys.readouterr().out
+
+
+def test_a_held_download_line_is_shown_once_progress_starts(capsys):
+    from tlkit.system import announce_only_real_downloads
+
+    with announce_only_real_downloads():
+        print("Downloading data from https://example.org/w.h5")
+        assert capsys.readouterr().out == ""  # held: no byte has come yet
+        print("1/10 [==>...]", end="")
+    assert capsys.readouterr().out == "Downloading data from https://example.org/w.h5\n1/10 [==>...]"
+    with pytest.raises(OSError):
+        with announce_only_real_downloads():
+            print("Downloading data from https://example.org/w.h5")
+            raise OSError("no network")
+    assert capsys.readouterr().out == ""
 
 
 def test_download_timeout_setting(monkeypatch):

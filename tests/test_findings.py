@@ -48,10 +48,37 @@ def test_trend_grows_shrinks_and_flat():
     assert "not step by step" in bumpy.text
 
 
-def test_cost_ratio():
-    f = findings.cost_ratio(rec(0.8, wall=300), rec(0.8, wall=100), "fine-tuning", "the head")
-    assert "3.0 times" in f.text and f.direction == "greater"
-    assert findings.cost_ratio(rec(0.8, wall=81), rec(0.8, wall=86), "a", "b").direction == "none"
+def timed(seconds: list[float], phase: list[str] | None = None, extract: float | None = None) -> dict:
+    """A record's training times: each epoch's end, counted from the start; its extraction."""
+    return {"history": {"seconds": seconds, **({"phase": phase} if phase else {})},
+            "model": {"extraction": {"extract_seconds": extract}} if extract else {}}
+
+
+def test_epoch_cost_compares_epochs_with_extraction_apart():
+    """Notebook 3's case: fine-tuning (2 epochs of 200 s) against the head (20 epochs of 2 s,
+    after a 290-s extraction): per epoch, never fine-tuning against the extraction."""
+    tuned, head = timed([200.0, 400.0]), timed([2.0 * i for i in range(1, 21)], extract=290.0)
+    f = findings.epoch_cost(tuned, head, "fine-tuning", "the head")
+    assert f.text == ("Fine-tuning: 200 s an epoch (2 epochs, 400 s). The head: 2 s an epoch (20 epochs, 40 s), "
+                      "after extracting its features once in 290 s. An epoch of fine-tuning takes 100 times as "
+                      "long as one of the head.")
+    assert f.direction == "greater" and f.numbers["ratio"] == pytest.approx(100)
+    assert "about as long" not in f.text  # the old wall-time sentence: 400 s against 330 s
+    back = findings.epoch_cost(head, tuned, "the head", "fine-tuning")
+    assert back.direction == "less" and "An epoch of fine-tuning takes 100 times as long as one of the head" in back.text
+
+
+def test_epoch_cost_counts_the_fine_tuning_phases_and_both_extractions():
+    both = timed([1.0, 2.0, 52.0, 102.0], phase=["head", "head", "finetune", "finetune"])
+    assert findings.training_epochs(both) == (2, 100.0)
+    stages = timed([10.0, 30.0], phase=["unfreeze20", "unfreeze64"])
+    assert findings.training_epochs(stages) == (2, 30.0)
+    big, small = timed([1.0, 2.0], extract=400.0), timed([0.9, 1.9], extract=40.0)
+    f = findings.epoch_cost(big, small, "160 px", "32 px")
+    assert f.direction == "none" and "An epoch of 160 px takes about as long as one of 32 px." in f.text
+    assert f.text.endswith("Extracting the features took 10 times as long (400 s against 40 s).")
+    assert findings.epoch_cost(timed([]), small, "a run", "b").text == \
+        "A run has no per-epoch times in its record to compare."
 
 
 def test_compare_at_counts_each_setting_and_the_change():

@@ -55,3 +55,24 @@ def test_points_share_subsets_and_write_records(tiny_ds, tmp_path):
     assert df.loc[df["run"] == "frozen None", "train_images"].item() == len(tiny_ds.y_train)
     f = findings.compare_at([3], [recs[0]], [recs[1]], "frozen", "scratch")
     assert f.text.startswith("Frozen against scratch at 1 setting of")
+
+
+def _rec(kind: str, acc: float, history: dict, img_size: int = 96, **params) -> dict:
+    return {"kind": kind, "params": params, "model": {"img_size": img_size}, "history": history,
+            "dataset": {"counts": {"train": [500, 500]}}, "metrics": {"test_accuracy": acc}}
+
+
+def test_two_protocols_names_both_numbers_of_one_head():
+    """The curve's all-images frozen point and the size sweep's run at its size: two numbers,
+    each with how it was trained, from their records; any other pair has no such sentence."""
+    point = _rec("ablation", 0.7647, {"loss": [1.0] * 4}, method="frozen", per_class=None)
+    sweep = _rec("frozen", 0.764, {"loss": [1.0] * 5, "val_loss": [0.9, 0.7, 0.6, 0.65, 0.8]})
+    assert label_efficiency.two_protocols(point, sweep) == (
+        "A frozen head on all 1,000 training images at 96 px, from the same cached features, has two test "
+        "accuracies here: 0.765 on the label-efficiency curve, which trains 4 epochs without the validation "
+        "split and keeps the last, and 0.764 in the size sweep, which keeps its epoch of lowest validation "
+        "loss (3 of 5).")
+    assert label_efficiency.two_protocols(point, {**sweep, "model": {"img_size": 128}}) is None
+    assert label_efficiency.two_protocols({**point, "params": {"method": "frozen", "per_class": 10}}, sweep) is None
+    assert label_efficiency.two_protocols(point, {**sweep, "dataset": {"counts": {"train": [5, 5]}}}) is None
+    assert label_efficiency.two_protocols(sweep, sweep) is None

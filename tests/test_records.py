@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 import tlkit.records as records
 import tlkit.system as system
-from conftest import CLI_PREFIX
+from conftest import CLI_PREFIX, ROOT
 from tlkit import TlkitError
 from tlkit.records import (RecordError, load_records, make_record, read_records, run_prefix, save_run,
                            to_frame, write_record)
@@ -253,3 +254,97 @@ def test_cli_record(cli_run):
     assert m["test_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
     df = load_records(out)
     assert df.loc[0, "metrics.test_accuracy"] == m["test_accuracy"]
+
+
+# --------------------------------------------------------------------------- what a row is, in words
+
+@pytest.fixture(scope="module")
+def model_infos() -> dict[str, dict]:
+    """The model part of records as tlkit writes them: real classifiers' ``info()`` (the CNN
+    from scratch; a MobileNetV2 frozen, then with its top unfrozen) and a frozen-feature run's
+    ``model_info()`` (a head on cached features declares ``frozen``)."""
+    from tlkit.models import build_classifier, unfreeze
+
+    cnn = build_classifier("cnn", 4, input_shape=(32, 32, 3)).info()
+    mnv2 = build_classifier("mobilenetv2", 4, input_shape=(32, 32, 3), img_size=32, weights="none",
+                            alpha=0.35, freeze=True)
+    frozen = mnv2.info()
+    unfreeze(mnv2, last_n=10)
+    return {"cnn": cnn, "frozen": frozen, "top": mnv2.info(),
+            "probe": {"base": "mobilenetv2", "img_size": 32, "frozen": True, "weights_source": "random",
+                      "head_params": 2570, "backbone_params": frozen["backbone_params"], "alpha": 0.35}}
+
+
+IMAGENET = "ImageNet weights (Keras download)"
+# (kind, params, model (a key of model_infos), pretrained, the label): every kind, as written by
+# tlkit train (train), notebooks 1-5 (scratch, frozen, finetune, comparison, ablation) and 7 (own)
+TRAINED = [
+    ("scratch", {}, "cnn", False, records.SCRATCH),
+    ("train", {"finetune": False}, "cnn", False, records.SCRATCH),
+    ("train", {"finetune": False}, "frozen", True, f"{IMAGENET}, frozen"),
+    ("train", {"finetune": True}, "top", True, f"{IMAGENET}, fine-tuned"),
+    ("train", {"finetune": True}, "top", False, records.RANDOM_FINETUNED),
+    ("frozen", {}, "probe", True, f"{IMAGENET}, frozen"),
+    ("frozen", {}, "probe", False, records.RANDOM_HEAD),
+    ("finetune", {}, "probe", True, f"{IMAGENET}, frozen"),  # notebook 3's phase 1: head only
+    ("finetune", {}, "top", True, f"{IMAGENET}, fine-tuned"),
+    ("comparison", {}, "probe", True, f"{IMAGENET}, frozen"),
+    ("comparison", {}, "probe", False, records.RANDOM_HEAD),
+    # notebook 2's curve points and notebook 5's augmentation runs: the CNN from scratch, whole
+    ("ablation", {"method": "scratch", "per_class": 10, "train_images": 40}, "cnn", False, records.SCRATCH),
+    ("ablation", {"knob": "augmentation"}, "cnn", False, records.SCRATCH),
+    ("ablation", {"method": "frozen", "per_class": None, "train_images": 48}, "probe", True, f"{IMAGENET}, frozen"),
+    ("ablation", {"knob": "dropout"}, "probe", False, records.RANDOM_HEAD),
+    ("own", {"stage": "frozen"}, "probe", True, f"{IMAGENET}, frozen"),
+    ("own", {"stage": "finetune"}, "top", True, f"{IMAGENET}, fine-tuned"),
+    ("own", {"stage": "finetune"}, "top", False, records.RANDOM_FINETUNED),
+]
+
+
+def test_every_kind_is_labelled_by_what_was_trained():
+    assert {kind for kind, *_ in TRAINED} == set(records.KINDS)
+
+
+@pytest.mark.parametrize("kind, params, model, pretrained, label", TRAINED)
+def test_trained_label(model_infos, kind, params, model, pretrained, label):
+    """A row's label says what learnt: a network from scratch is never 'head only', a head on a
+    random backbone never transfer or from scratch."""
+    source = "imagenet:download" if pretrained else "random"
+    rec = make_record(kind=kind, name="run", params=params, dataset={"name": "synthetic"},
+                      model={**model_infos[model], "weights_source": source},
+                      metrics={"test_accuracy": 0.5, "train_accuracy": 0.6, "train_loss": 1.0, "test_loss": 1.1})
+    assert records.record_problems(rec) == []
+    assert records.trained_label(rec) == label
+    assert to_frame([rec])["weights"].tolist() == [label]
+
+
+def test_trained_label_of_records_without_the_backbones_count(model_infos):
+    """Records written before ``backbone_trainable_params`` (the committed reference run): the
+    trainable count beyond the head, else the kind, says what learnt."""
+    old = {k: v for k, v in model_infos["cnn"].items() if k != "backbone_trainable_params"}
+    curve = {"kind": "ablation", "params": {"method": "scratch", "per_class": 10}, "weights_source": "random"}
+    assert records.trained_label({**curve, "model": old}) == records.SCRATCH
+    assert records.trained_label({**curve, "model": {"base": "cnn"}}) == records.SCRATCH
+    top = {k: v for k, v in model_infos["top"].items() if k != "backbone_trainable_params"}
+    assert records.trained_label({"kind": "own", "params": {"stage": "finetune"}, "model": top,
+                                  "weights_source": "random"}) == records.RANDOM_FINETUNED
+    assert records.trained_label({"kind": "comparison", "params": {}, "model": {"base": "resnet50"},
+                                  "weights_source": "random"}) == records.RANDOM_HEAD
+    # a knob ablation that says nothing of its backbone: only where its weights came from
+    assert records.trained_label({"kind": "ablation", "params": {"knob": "x"}, "model": {},
+                                  "weights_source": "random"}) == "random weights"
+
+
+def test_the_reference_runs_rows_say_what_was_trained():
+    """The committed reference run: its from-scratch ablations (notebook 2's curve, notebook 5's
+    augmentation) are the CNN trained whole, never 'random weights, head only'."""
+    folder = ROOT / "book" / "reference" / "cpu" / "records"
+    by_file = {Path(r["path"]).stem: records.trained_label(r) for r in read_records(folder)}
+    assert len(by_file) > 20 and "random weights, head only" not in by_file.values()
+    for stem, label in by_file.items():
+        if stem.startswith(("01_", "02_curve_scratch", "05_scratch")):
+            assert label == records.SCRATCH, stem
+        elif stem.startswith("03_finetune"):
+            assert label.startswith("ImageNet weights") and label.endswith(", fine-tuned"), stem
+        else:
+            assert label.startswith("ImageNet weights") and label.endswith(", frozen"), stem

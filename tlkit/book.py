@@ -17,7 +17,8 @@ from tlkit import TlkitError
 from tlkit.course import (NOTEBOOKS, book_config, colab_link, load_summary, notebook_id, record_notebook,
                           require, source_notebooks)
 from tlkit.markup import md_code, md_text
-from tlkit.records import KINDS, RecordError, check_kinds, read_records, record_weights, study, to_frame
+from tlkit.records import (KINDS, RANDOM_HEAD, RecordError, check_kinds, read_records, study, to_frame,
+                           trained_label, weights_label)
 from tlkit.system import write_text
 
 REFERENCE = Path("book") / "reference"
@@ -72,12 +73,12 @@ def run_label(summary: dict | None, recs: list[dict]) -> str:
     hw = src.get("hardware", {})
     device = ", ".join(hw.get("gpus") or []) or f"{hw.get('cpu', '?')} ({hw.get('cores', '?')} CPU cores)"
     profile = (summary or {}).get("profile") or (recs[0].get("params", {}).get("profile") if recs else "?")
-    weights = sorted({record_weights(r) for r in recs})
+    weights = sorted({trained_label(r) for r in recs})
     commit = (src.get("git_commit") or "")[:10] or "unknown"
     return "\n".join([f"- **Run:** {md_code(profile)} profile, {md_text(str(src.get('created', ''))[:10])}, "
                       f"tlkit commit {md_code(commit)}",
                       f"- **Hardware:** {md_text(device)}; Keras backend {md_text(src.get('backend', '?'))}",
-                      "- **Weights:** " + "; ".join(map(md_text, weights))])
+                      "- **Models:** " + "; ".join(map(md_text, weights))])
 
 
 def _figure(fig, name: str, root: Path, alt: str, caption: str) -> str:
@@ -112,6 +113,27 @@ def _lessons(recs: list[dict], df) -> list[str]:
     return ["**The headline comparisons**, computed from these records:", "", *lines, ""] if lines else []
 
 
+def _listing(values, fmt: str) -> str:
+    """Distinct values in words: ``96``, ``96 and 128``, ``32, 96 and 128``."""
+    words = [format(v, fmt) for v in sorted(set(values))]
+    return " and ".join(filter(None, [", ".join(words[:-1]), words[-1]])) if words else "?"
+
+
+def _comparison_scope(recs: list[dict], comp) -> str:
+    """What notebook 4's measured rows are, from their records: how many of the notebook's
+    rows (its ``models_to_compare`` and the width variants), on how many training images, at
+    which input size."""
+    from tlkit.comparison import comparison_entries
+
+    listed = {len(comparison_entries(recs[i]["params"]["models_to_compare"])) for i in comp.index
+              if "models_to_compare" in recs[i]["params"]}
+    of = f" of the {listed.pop()} rows of notebook 4's table" if len(listed) == 1 else ""
+    return (f"{len(comp)}{of} {'has' if len(comp) == 1 else 'have'} a measured accuracy: a head trained on each backbone's frozen "
+            f"features, on {_listing(comp['train_images'].dropna().astype(int), ',')} training images "
+            f"at {_listing(comp['img_size'].dropna(), 'g')} px. A model whose ImageNet weights were not "
+            "available has none; notebook 4's page lists every row with its published figures.")
+
+
 # The methods of a label-efficiency curve point (params["method"]) and what the page calls them.
 CURVE_METHODS = {"frozen": "frozen head", "scratch": "CNN from scratch"}
 
@@ -139,7 +161,7 @@ def _curve_records(recs: list[dict]) -> dict[str, list[dict]]:
 def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[str]:
     """Notebook 2's label-efficiency curve: test accuracy against labelled images per class."""
     from tlkit import plots
-    from tlkit.label_efficiency import curve_frame
+    from tlkit.label_efficiency import curve_frame, two_protocols
 
     curves = _curve_records(recs)
     if not any(curves.values()):
@@ -148,6 +170,8 @@ def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[
     frozen = curves[CURVE_METHODS["frozen"]]
     px = "/".join(f"{s:g}" for s in sorted(set(to_frame(frozen)["img_size"]))) if frozen else ""
     wide = curve.pivot_table(index="per_class", columns="method", values="test_accuracy").reset_index()
+    pairs = [two_protocols(p, r) for p in frozen for r in recs if r["kind"] == "frozen"]
+    notes = [md_text(n) for n in pairs if n]
     fig = plots.lines(curve, "per_class", "test_accuracy", hue="method", logx=True,
                       title="Test accuracy against labelled images per class",
                       xlabel="labelled training images per class (log scale)", ylabel="test accuracy")
@@ -157,6 +181,7 @@ def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[
             "accuracy on the whole test split.", "",
             md_table(wide, {"per_class": "images per class", **{v: v for v in CURVE_METHODS.values()}},
                      {"per_class": ",.0f", **{v: ".3f" for v in CURVE_METHODS.values()}}), "",
+            *(f"{n}\n" for n in notes),
             _figure(fig, f"{key}_label_efficiency", root,
                     "Line chart of test accuracy against labelled images per class, frozen head and CNN from scratch",
                     f"Notebook 2 ({who}): how many labels each method needs."), ""]
@@ -172,7 +197,8 @@ def _own_images(recs: list[dict], own) -> list[str]:
     out = ["### Your own images (notebook 7)", "",
            "The appendix's runs on a folder of photos, not on the course's data set: compare them "
            "with each other, not with the runs above.", "",
-           md_table(own, {"run": "run", "weights": "weights", "img_size": "input px", "train_accuracy": "train acc",
+           md_table(own, {"run": "run", "weights": "weights, training", "img_size": "input px",
+                          "train_accuracy": "train acc",
                           "val_accuracy": "val acc", "test_accuracy": "test acc", "wall_seconds": "wall s"},
                     {"train_accuracy": ".3f", "val_accuracy": ".3f", "test_accuracy": ".3f",
                      "wall_seconds": ".0f"}), ""]
@@ -209,7 +235,8 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
         frozen_rec = recs[int(small.name)]
         n_train = int(small["train_images"])
         n_test = sum(frozen_rec["dataset"]["counts"]["test"])
-        out += [f"Frozen MobileNetV2 ({md_text(small['weights'])}) on {md_text(frozen_rec['dataset']['name'])} "
+        source = weights_label(frozen_rec["weights_source"], frozen_rec.get("weights_origin"))
+        out += [f"Frozen MobileNetV2 ({md_text(source)}) on {md_text(frozen_rec['dataset']['name'])} "
                 f"({n_train:,} training and {n_test:,} test images): "
                 f"**{small['test_accuracy']:.1%}** test accuracy at {md_text(small['img_size'])} px against "
                 f"**{best['test_accuracy']:.1%}** at {md_text(best['img_size'])} px.", ""]
@@ -227,7 +254,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     for n, group in main.groupby(main["train_images"].fillna(0).astype(int), sort=False):
         heading = f"on {n:,} training images" if n else "(training-set size not recorded)"
         out += [f"### Notebooks 1–4: runs {heading}", "",
-                md_table(group, {"run": "run", "weights": "weights", "img_size": "input px",
+                md_table(group, {"run": "run", "weights": "weights, training", "img_size": "input px",
                                  "train_accuracy": "train acc", "val_accuracy": "val acc",
                                  "test_accuracy": "test acc", "gap_train_test_accuracy": "train−test gap",
                                  "wall_seconds": "wall s"},
@@ -243,15 +270,18 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
 
         comp = comp.assign(backbone=[entry_label(recs[i]["model"]["base"], recs[i]["model"]["alpha"])
                                      for i in comp.index])
-        random_rows = comp["weights"].str.startswith("random").any()
+        random_rows = comp["weights"].eq(RANDOM_HEAD).any()
         out += ["### Model comparison (notebook 4)", "",
-                "Rows with a measured accuracy only: a model whose ImageNet weights were not available "
-                "has none, and notebook 4's page lists all nine with their published figures."
-                + (" Rows marked *random weights, head only* are a random backbone under a trained "
-                   "head: neither transfer nor training from scratch." if random_rows else ""), "",
+                _comparison_scope(recs, comp)
+                + (f" Rows marked *{RANDOM_HEAD}* are a random backbone under a trained "
+                   "head: neither transfer nor training from scratch." if random_rows else "")
+                + " *extraction img/s* is how fast each run pushed the data set's images through the "
+                "backbone once to cache their features, not the timed forward pass that notebook 4's "
+                "table calls *forward img/s*.", "",
                 md_table(comp.sort_values(["weights", "test_accuracy"], ascending=[True, False]),
-                         {"backbone": "backbone", "weights": "weights", "backbone_params": "parameters",
-                          "images_per_second": "extraction img/s", "wall_seconds": "wall s",
+                         {"backbone": "backbone", "weights": "weights, training", "backbone_params": "parameters",
+                          "images_per_second": "extraction img/s",
+                          "wall_seconds": "wall s",
                           "test_accuracy": "test acc"},
                          {"backbone_params": ",.0f", "images_per_second": ".0f", "wall_seconds": ".0f",
                           "test_accuracy": ".3f"}), ""]
@@ -449,9 +479,9 @@ def run_banner(summary: dict, recs: list[dict], notebook: str) -> str:
     data = sorted({_data_words(r) for r in mine})
     if data:
         facts.append("data: " + "; ".join(data))
-    weights = sorted({record_weights(r) for r in mine})
+    weights = sorted({trained_label(r) for r in mine})
     if weights:
-        facts.append("weights: " + "; ".join(map(md_text, weights)))
+        facts.append("models: " + "; ".join(map(md_text, weights)))
     # a run folder may hold notebooks run at different commits (``tlkit course run --only``):
     # each page names its own, from its summary entry, else its records, else the summary's
     entry = next((e for e in summary.get("notebooks", []) if e.get("notebook") == notebook), {})

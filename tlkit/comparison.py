@@ -15,7 +15,7 @@ import numpy as np
 from tlkit import findings
 from tlkit.flops import forward_flops
 from tlkit.models import build_extractor, get_spec
-from tlkit.records import weights_kind
+from tlkit.records import trained_label
 
 WIDTH_VARIANTS: list[tuple[str, float]] = [("mobilenetv2", 0.35), ("mobilenet", 0.25)]
 NOT_AVAILABLE = "weights not available offline"
@@ -78,18 +78,19 @@ def measure_backbone(name: str, img_size: int, alpha: float | None = None,
     ips = throughput(lambda: extractor.predict_on_batch(x), batch_size, seconds=seconds)
     return {"model": name, "alpha": alpha, "img_size": img_size,
             "backbone_params": int(extractor.count_params()), "forward_flops": forward_flops(extractor),
-            "images_per_second": round(ips, 1)}
+            "images_per_second": round(ips, 1), "batch_size": batch_size}
 
 
 def comparison_row(name: str, alpha: float | None, cost: dict, record: dict | None = None,
                    missing: str = NOT_AVAILABLE) -> dict:
     """One row of the comparison table: published facts (with their source), cost measured
-    here, what the weights are, and the test accuracy of the frozen features + head run
-    (``record``, a run record) where there is one; ``missing`` says why there is none."""
+    here (``images_per_second``: :func:`measure_backbone`'s timed forward pass), what the
+    weights are, and the test accuracy and extraction throughput (every image of the data set
+    through the backbone once) of the frozen features + head run (``record``, a run record)
+    where there is one; ``missing`` says why there is none."""
     facts = get_spec(name).facts(alpha)
     acc = record["metrics"]["test_accuracy"] if record is not None else None
-    weights = (weights_kind(record["weights_source"], record["kind"], record.get("weights_origin"))
-               if record is not None else missing)
+    weights = trained_label(record) if record is not None else missing
     return {"model": entry_label(name, alpha), "base": name, "alpha": alpha,
             "published_top1": facts.top1 if facts else None,
             "published_params_m": facts.params_m if facts else None,
@@ -97,14 +98,16 @@ def comparison_row(name: str, alpha: float | None, cost: dict, record: dict | No
             "source": facts.source if facts else "no published figure recorded",
             "backbone_params": cost["backbone_params"], "gflops": cost["forward_flops"] / 1e9,
             "img_size": cost["img_size"], "images_per_second": cost["images_per_second"],
+            "forward_batch": cost.get("batch_size"),
+            "extraction_images_per_second": record.get("images_per_second") if record is not None else None,
             "weights": weights, "test_accuracy": acc}
 
 
 def cost_sentence(a: dict, b: dict) -> str:
-    """How two comparison rows differ in cost: FLOPs ratio and measured throughput."""
+    """How two comparison rows differ in cost: FLOPs ratio and the timed forward pass."""
     ratio = a["gflops"] / b["gflops"] if b["gflops"] else float("inf")
     return (f"{a['model']} needs {ratio:.1f} times the FLOPs of {b['model']} at {a['img_size']} px "
-            f"({a['gflops']:.3g} against {b['gflops']:.3g} GFLOPs) and runs at "
+            f"({a['gflops']:.3g} against {b['gflops']:.3g} GFLOPs) and its timed forward pass runs at "
             f"{a['images_per_second']:.0f} against {b['images_per_second']:.0f} images/s here.")
 
 
@@ -155,9 +158,18 @@ def _pct(x: float | None) -> str:
     return "—" if x is None or x != x else f"{x:.1%}"
 
 
+def forward_column(rows: Sequence[dict]) -> str:
+    """The name of the timed forward pass's column: with its batch size when the rows say it."""
+    batches = {r.get("forward_batch") for r in rows}
+    batch = batches.pop() if len(batches) == 1 else None
+    return f"forward img/s (batch of {batch})" if batch else "forward img/s"
+
+
 def comparison_table(rows: Sequence[dict]):
     """The comparison rows as a table to show: published facts with a short source, cost
-    counted and measured here, the weights, and test accuracy ("—" where none was measured)."""
+    counted and measured here, the weights, and test accuracy ("—" where none was measured).
+    Two throughputs, named apart: the timed forward pass of every row, and the extraction of
+    the data set's features by a row's run."""
     import pandas as pd
 
     size = rows[0]["img_size"] if rows else "?"
@@ -170,7 +182,9 @@ def comparison_table(rows: Sequence[dict]):
         "source": r["source"].split(",")[0] if r["published_top1"] is not None else r["source"],
         "backbone params (here, no top)": f"{r['backbone_params'] / 1e6:.2f}M",
         f"GFLOPs at {size} px": f"{r['gflops']:.3g}",
-        "images/s here": f"{r['images_per_second']:.0f}",
+        forward_column(rows): f"{r['images_per_second']:.0f}",
+        "extraction img/s (data set)": "—" if r["extraction_images_per_second"] is None
+        else f"{r['extraction_images_per_second']:.0f}",
         "weights": r["weights"],
         "test accuracy (frozen features + head)": _pct(r["test_accuracy"]),
     } for r in rows])

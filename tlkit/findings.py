@@ -117,17 +117,61 @@ def trend(values: Sequence[float], gaps: Sequence[float], ns: Sequence[int], wha
                    "grows" if change > 0 else "shrinks", nums)
 
 
-def cost_ratio(a: dict, b: dict, a_name: str, b_name: str) -> Finding:
-    """How many times the wall time of ``b`` the run ``a`` took."""
-    ta, tb = float(a["wall_seconds"]), float(b["wall_seconds"])
-    if tb <= 0:
-        return Finding(f"{b_name} has no measured wall time to compare with.", "none")
-    r = ta / tb
+def training_epochs(record: dict) -> tuple[int, float]:
+    """(epochs, seconds) of a record's training, from its history (``seconds``: the wall time
+    at each epoch's end, counted from the start; ``phase``: each epoch's phase). A run whose
+    head phase on cached features came first (fine-tuning) counts its later phases only."""
+    h = record.get("history", {})
+    ends = [float(t) for t in h.get("seconds") or []]
+    phases = list(h.get("phase") or [None] * len(ends))
+    durations = [end - start for end, start in zip(ends, [0.0, *ends[:-1]])]
+    tuned = [d for d, p in zip(durations, phases) if p != "head"]
+    kept = tuned if tuned else durations
+    return len(kept), sum(kept)
+
+
+def extraction_seconds(record: dict) -> float:
+    """The one-time feature extraction of a record's frozen-feature run (0: none), as measured
+    when the features were extracted, also if they came from the cache."""
+    return float(record.get("model", {}).get("extraction", {}).get("extract_seconds") or 0.0)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.2g} s" if s < 10 else f"{s:.0f} s"
+
+
+def _times(r: float) -> str:
+    return f"{r:.1f} times" if r < 10 else f"{r:.0f} times"
+
+
+def epoch_cost(a: dict, b: dict, a_name: str, b_name: str) -> Finding:
+    """What an epoch of ``a``'s training costs against one of ``b``'s (:func:`training_epochs`),
+    with feature extraction, paid once, said apart (:func:`extraction_seconds`): like with like,
+    never fine-tuning epochs against an extraction."""
+    parts, per_epoch = [], []
+    for rec, name in ((a, a_name), (b, b_name)):
+        n, seconds = training_epochs(rec)
+        if not n:
+            return Finding(f"{name[:1].upper() + name[1:]} has no per-epoch times in its record to compare.", "none")
+        x = extraction_seconds(rec)
+        per_epoch.append(seconds / n)
+        parts.append(f"{name[:1].upper() + name[1:]}: {_seconds(seconds / n)} an epoch ({n} epoch{'s' * (n != 1)}, "
+                     f"{seconds:.0f} s)" + (f", after extracting its features once in {x:.0f} s" if x else "") + ".")
+    r = per_epoch[0] / per_epoch[1]
     if 0.8 <= r <= 1.25:
-        return Finding(f"{a_name} took about as long as {b_name} ({ta:.0f} s against {tb:.0f} s).",
-                       "none", {"ratio": r})
-    return Finding(f"{a_name} took {r:.1f} times the wall time of {b_name} ({ta:.0f} s against "
-                   f"{tb:.0f} s).", "greater" if r > 1 else "less", {"ratio": r})
+        verdict, direction = f"An epoch of {a_name} takes about as long as one of {b_name}.", "none"
+    elif r > 1:
+        verdict, direction = f"An epoch of {a_name} takes {_times(r)} as long as one of {b_name}.", "greater"
+    else:
+        verdict, direction = f"An epoch of {b_name} takes {_times(1 / r)} as long as one of {a_name}.", "less"
+    nums = {"ratio": r, "per_epoch": per_epoch}
+    xa, xb = extraction_seconds(a), extraction_seconds(b)
+    if xa and xb:
+        nums["extraction_ratio"] = xa / xb
+        verdict += (f" Extracting the features took {_times(xa / xb)} as long ({xa:.0f} s against {xb:.0f} s)."
+                    if not 0.8 <= xa / xb <= 1.25 else
+                    f" Extracting the features took about as long ({xa:.0f} s against {xb:.0f} s).")
+    return Finding(" ".join([*parts, verdict]), direction, nums)
 
 
 def compare_at(values: Sequence[float], a: Sequence[dict], b: Sequence[dict], a_name: str, b_name: str,

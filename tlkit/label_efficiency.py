@@ -123,3 +123,25 @@ def curve_frame(curves: dict[str, Sequence[dict]]):
              "test_accuracy": r["metrics"]["test_accuracy"], "run": r["name"]}
             for method, recs in curves.items() for r in recs]
     return pd.DataFrame(rows).sort_values(["method", "per_class"], ignore_index=True)
+
+
+def two_protocols(point: dict, sweep: dict) -> str | None:
+    """Why a frozen curve point on all the training images (``point``) and notebook 2's size-sweep
+    run on the same data at the same size (``sweep``) are two numbers, in one sentence; None when
+    they are not that pair. Both train a head on the same cached features; the curve never looks
+    at the validation split and keeps its last epoch, the sweep keeps its epoch of lowest
+    validation loss (tlkit's default early stopping, which restores the best weights)."""
+    px = point["model"].get("img_size")
+    params = point["params"]
+    if (params.get("method") != "frozen" or "per_class" not in params or params["per_class"] is not None
+            or sweep["kind"] != "frozen" or sweep["model"].get("img_size") != px
+            or sweep["dataset"]["counts"] != point["dataset"]["counts"]):
+        return None
+    val = sweep["history"].get("val_loss") or []
+    kept = (f"keeps its epoch of lowest validation loss ({int(np.argmin(val)) + 1} of {len(val)})" if val
+            else f"trains {len(sweep['history'].get('loss', []))} epochs")
+    n = sum(point["dataset"]["counts"]["train"])
+    return (f"A frozen head on all {n:,} training images at {px} px, from the same cached features, has two "
+            f"test accuracies here: {point['metrics']['test_accuracy']:.3f} on the label-efficiency curve, "
+            f"which trains {len(point['history'].get('loss', []))} epochs without the validation split and keeps "
+            f"the last, and {sweep['metrics']['test_accuracy']:.3f} in the size sweep, which {kept}.")

@@ -21,7 +21,7 @@ from keras import layers, ops
 
 from tlkit import TlkitError
 from tlkit.cnn import baseline_cnn_body, fast_cnn_body
-from tlkit.system import device_scope, download_timeout
+from tlkit.system import announce_only_real_downloads, device_scope, download_timeout
 
 
 class ModelError(TlkitError):
@@ -310,8 +310,9 @@ def build_backbone(name: str, img_size: int | None = None, weights: str | Path |
     alpha, size = cfg.alpha, cfg.img_size
     arg, source = resolve_weights(name, weights, alpha, size, weights_dir)
     try:
-        # any size is deliberate here (Keras warns for non-224); a download that hangs times out
-        with warnings.catch_warnings(), download_timeout():
+        # any size is deliberate here (Keras warns for non-224); a download that hangs times out,
+        # and one that fails (offline) prints no "Downloading data from" line
+        with warnings.catch_warnings(), download_timeout(), announce_only_real_downloads():
             warnings.filterwarnings("ignore", message=".*input_shape.*", category=UserWarning)
             backbone = spec.build((size, size, 3), weights=arg, alpha=alpha)
         if arg is not None and not spec.pretrained:  # a from-scratch body given a weights file
@@ -448,6 +449,7 @@ class Classifier:
                 "num_classes": self.num_classes, "augment": list(self.augment),
                 "weights_source": self.weights_source, "params": self.model.count_params(),
                 "backbone_params": self.backbone.count_params(),
+                "backbone_trainable_params": count_trainable(self.backbone),
                 "trainable_params": count_trainable(self.model)}
 
 

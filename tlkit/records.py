@@ -343,23 +343,64 @@ def weights_origin(source: str) -> str | None:
     return CONVERTED_WEIGHTS.get(file_digest(path), "Keras file")
 
 
-def weights_kind(source: str, kind: str | None = None, origin: str | None = None) -> str:
-    """What a row is, in words: ImageNet weights (and from where), trained from scratch, or a
-    random backbone under a trained head (never to be read as transfer). ``kind``: the
-    record's, or for an ``own`` record its stage."""
+# What a row's model learnt, in words (:func:`trained_label`) when its backbone started random.
+SCRATCH = "trained from scratch (whole network)"
+RANDOM_HEAD = "head on frozen random features"
+RANDOM_FINETUNED = "random weights, fine-tuned"
+
+
+def weights_label(source: str, origin: str | None = None) -> str:
+    """Where a backbone's starting weights came from: ImageNet (and from where), a weights
+    file, or random."""
     if source.startswith("imagenet"):
         return f"ImageNet weights ({origin})" if origin else "ImageNet weights"
-    if source.startswith("file:"):
-        return "weights file"
-    if kind in ("scratch", "train"):
-        return "trained from scratch"
-    return "random weights, fine-tuned" if kind == "finetune" else "random weights, head only"
+    return "weights file" if source.startswith("file:") else "random weights"
 
 
-def record_weights(record: dict) -> str:
-    """:func:`weights_kind` of a record."""
-    kind = record.get("params", {}).get("stage") if record.get("kind") == "own" else record.get("kind")
-    return weights_kind(record.get("weights_source", "random"), kind, record.get("weights_origin"))
+def backbone_trained(record: dict) -> bool | None:
+    """Whether a record's backbone learnt (False: frozen under a trained head), from what the
+    record declares: ``model.frozen``, ``model.backbone_trainable_params``, else the trainable
+    count beyond the head (``trainable_params`` − (``params`` − ``backbone_params``), for
+    records made before the backbone's own count), else what its kind, stage or curve method
+    always does. None when the record does not say."""
+    m, p, kind = record.get("model", {}), record.get("params", {}), record.get("kind")
+    if "frozen" in m:
+        return not m["frozen"]
+    if "backbone_trainable_params" in m:
+        return m["backbone_trainable_params"] > 0
+    if all(isinstance(m.get(k), (int, float)) for k in ("trainable_params", "params", "backbone_params")):
+        return m["trainable_params"] - (m["params"] - m["backbone_params"]) > 0
+    if kind == "own" and p.get("stage") in ("frozen", "finetune"):
+        return p["stage"] == "finetune"
+    if kind == "ablation" and p.get("method") in ("frozen", "scratch"):
+        return p["method"] == "scratch"
+    return {"frozen": False, "comparison": False, "scratch": True, "finetune": True}.get(kind)
+
+
+def _fine_tuning(record: dict) -> bool:
+    """Whether a record ran the course's fine-tuning recipe (a head first, then the backbone's
+    top), as against training the whole network from its first step."""
+    p = record.get("params", {})
+    return (record.get("kind") == "finetune" or p.get("finetune") is True
+            or (record.get("kind") == "own" and p.get("stage") == "finetune"))
+
+
+def trained_label(record: dict) -> str:
+    """What a record's model is, in words, from what was trained: the whole network from
+    scratch, a head on frozen random features (never to be read as transfer), pretrained
+    weights frozen under a head or fine-tuned. The one label of a run in tables, banners and
+    the results page."""
+    weights = weights_label(record.get("weights_source", "random"), record.get("weights_origin"))
+    trained = backbone_trained(record)
+    if weights != "random weights":
+        return weights if trained is None else f"{weights}, {'fine-tuned' if trained else 'frozen'}"
+    if trained is None and record.get("kind") == "train":
+        trained = True  # tlkit train freezes pretrained backbones only
+    if trained is None:
+        return weights
+    if not trained:
+        return RANDOM_HEAD
+    return RANDOM_FINETUNED if _fine_tuning(record) else SCRATCH
 
 
 def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
@@ -375,7 +416,7 @@ def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
             continue
         m = r.get("model", {})
         rows.append({"run": r.get("name"), "kind": r.get("kind"), "model": m.get("base"),
-                     "weights": record_weights(r),
+                     "weights": trained_label(r),
                      "weights_source": r.get("weights_source"),
                      "img_size": m.get("img_size") or r.get("params", {}).get("img_size"),
                      "backbone_params": m.get("backbone_params"),

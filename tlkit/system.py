@@ -267,6 +267,50 @@ def download_timeout(seconds: float | None = None) -> Iterator[float]:
         socket.setdefaulttimeout(saved)
 
 
+DOWNLOAD_LINE = "Downloading data from "  # how keras.utils.get_file announces a download
+
+
+class _HeldDownloadLine:
+    """A stdout that holds the line announcing a download until the download shows progress
+    (more output: it reached the server); every other write passes through."""
+
+    def __init__(self, out):
+        self.out, self.held = out, ""
+
+    def write(self, text: str) -> int:
+        if (not self.held and text.startswith(DOWNLOAD_LINE)) or (self.held and not self.held.endswith("\n")):
+            self.held += text  # the line, up to its end
+            return len(text)
+        self.release()
+        return self.out.write(text)
+
+    def release(self) -> None:
+        if self.held:
+            self.out.write(self.held)
+            self.held = ""
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.out, name)
+
+
+@contextlib.contextmanager
+def announce_only_real_downloads() -> Iterator[None]:
+    """Within the block, Keras's "Downloading data from URL" line is printed only for a download
+    that happens: as its progress starts, or when the block ends without an error. A download that
+    fails (no network, offline) leaves no line; the error says what is missing."""
+    held = _HeldDownloadLine(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(held):
+            yield
+    except BaseException:
+        held.held = ""
+        raise
+    held.release()
+
+
 # --------------------------------------------------------------------------- processes
 
 class Terminated(KeyboardInterrupt):
