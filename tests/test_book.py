@@ -511,3 +511,14 @@ def test_the_book_shows_a_notebook_newer_than_the_reference_unexecuted(root, mon
         (older / p.name).write_bytes(p.read_bytes())
     with pytest.raises(TlkitError, match=rf"did not all finish ok: {NOTEBOOKS[-1][:2]} \(not run\)"):
         build_book(older, root)
+
+
+def test_headline_runs_are_chosen_on_validation():
+    """The results page picks its best run on validation accuracy; test only when a row has none."""
+    import pandas as pd
+
+    from tlkit.book import _chosen
+
+    rows = pd.DataFrame({"val_accuracy": [0.70, 0.80, 0.60], "test_accuracy": [0.75, 0.70, 0.90]}, index=[4, 7, 9])
+    assert _chosen(rows) == 7
+    assert _chosen(rows.assign(val_accuracy=[0.70, None, 0.60])) == 9

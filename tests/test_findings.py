@@ -29,12 +29,35 @@ def test_interval_shrinks_with_n():
     assert abs(findings.interval(0.5, 10000) - 0.0098) < 1e-3
 
 
-def test_best_names_the_top_run():
-    f = findings.best([rec(0.6), rec(0.9), rec(0.7)], ["a", "b", "c"])
-    assert f.text.startswith("b scores highest") and f.direction == "greater"
-    tie = findings.best([rec(0.80, n=200), rec(0.81, n=200)], ["phase 1: head", "phase 2: all"])
-    assert tie.text.startswith("phase 2: all scores highest, but not clearly ahead of phase 1: head: "
-                               "no clear difference (test accuracy 81.0%")
+def vrec(val: float, test: float, n_val: int = 1000, n: int = 10000) -> dict:
+    return {"metrics": {"val_accuracy": val, "test_accuracy": test},
+            "evaluation": {"val": {"n": n_val}, "test": {"n": n}}}
+
+
+def test_best_chooses_on_validation_and_reports_test_once():
+    # c has the highest test accuracy, but b the highest validation accuracy: b is chosen
+    f = findings.best([vrec(0.60, 0.61), vrec(0.90, 0.80), vrec(0.70, 0.95)], ["a", "b", "c"])
+    assert f.text.startswith("Chosen on validation accuracy: b, ahead of c by 20.0 points (validation accuracy "
+                             "90.0% against 70.0%;")
+    assert f.text.endswith("Its test accuracy: 80.0% (±0.8 points on 10,000 images).")
+    assert f.direction == "greater" and f.numbers["chosen"] == 1 and f.numbers["reported"] == 0.80
+    assert f.text.count("test accuracy") == 1  # no other run's test accuracy, nor the runner-up's
+    tie = findings.best([vrec(0.80, 0.70, 200), vrec(0.81, 0.60, 200)], ["phase 1: head", "phase 2: all"])
+    assert tie.text.startswith("Chosen on validation accuracy: phase 2: all, but not clearly ahead of "
+                               "phase 1: head (validation accuracy 81.0% against 80.0%; the difference of 1.0 points "
+                               "is inside the")
+    assert tie.direction == "none" and tie.numbers["chosen"] == 1
+    one = findings.best([vrec(0.5, 0.4)], ["only"])
+    assert one.text == ("Chosen on validation accuracy: only (validation accuracy 50.0%). Its test accuracy: "
+                        "40.0% (±1.0 points on 10,000 images).")
+
+
+def test_best_without_validation_says_the_choice_is_on_test():
+    f = findings.best([rec(0.6), vrec(0.9, 0.7)], ["a", "b"])
+    assert f.text.startswith("Chosen on test accuracy (a has no validation accuracy, so the choice is made on "
+                             "test accuracy, and that accuracy is optimistic: it picked the winner): b")
+    with pytest.raises(ValueError):
+        findings.best([rec(0.6)], ["a", "b"])
 
 
 def test_trend_grows_shrinks_and_flat():

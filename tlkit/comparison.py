@@ -112,10 +112,10 @@ def cost_sentence(a: dict, b: dict) -> str:
 
 
 def comparison_takeaways(rows: Sequence[dict], recs: dict[str, dict]) -> list[str]:
-    """Computed sentences on a comparison: which rows were measured, which measured model
-    scores highest and by how much (:func:`tlkit.findings.best`), what it costs against the
-    cheapest measured one, and what the width variants give up (:func:`tlkit.findings.compare`).
-    ``recs`` maps a row's model to its run record."""
+    """Computed sentences on a comparison: which rows were measured, which measured model is
+    chosen on validation accuracy and its test accuracy (:func:`tlkit.findings.best`), what it
+    costs against the cheapest measured one, and what the width variants give up
+    (:func:`tlkit.findings.compare`). ``recs`` maps a row's model to its run record."""
     measured = [r for r in rows if r["model"] in recs]
     missing = sorted({r["weights"] for r in rows if r["model"] not in recs})
     kinds = ", ".join(sorted({r["weights"] for r in measured})) or "none"
@@ -124,8 +124,9 @@ def comparison_takeaways(rows: Sequence[dict], recs: dict[str, dict]) -> list[st
     if not measured:
         return out
     names = [r["model"] for r in measured]
-    said = [str(findings.best([recs[n] for n in names], names))]
-    top = max(measured, key=lambda r: r["test_accuracy"])
+    chosen = findings.best([recs[n] for n in names], names)  # chosen on validation accuracy
+    said = [str(chosen)]
+    top = measured[chosen.numbers["chosen"]]
     cheap = min(measured, key=lambda r: r["gflops"])
     if cheap is not top:
         said.append(cost_sentence(top, cheap))

@@ -14,6 +14,7 @@ from typing import Sequence
 from tlkit.markup import md_text
 
 Z = 1.96  # two-sided 95%
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}  # in sentences
 
 
 @dataclass(frozen=True)
@@ -65,31 +66,67 @@ def _difference(a: dict, a_split: str, b: dict, b_split: str) -> dict:
     return {"a": pa, "b": pb, "difference": pa - pb, "noise": diff_noise(pa, na, pb, nb), "n_a": na, "n_b": nb}
 
 
-def compare(a: dict, b: dict, a_name: str, b_name: str, split: str = "test") -> Finding:
-    """``a`` against ``b`` on one split's accuracy: who is ahead, by how much, or no clear difference."""
+def _judge(a: dict, b: dict, split: str) -> tuple[str, str, dict]:
+    """``a`` against ``b`` on ``split``: the direction ("greater", "less" or "none"), the
+    evidence in words (both accuracies and the noise), and the numbers."""
     nums = _difference(a, split, b, split)
     pa, pb, na, nb, d, noise = (nums[k] for k in ("a", "b", "n_a", "n_b", "difference", "noise"))
-    where = f"{split} accuracy {pa:.1%} against {pb:.1%}"
+    where = f"{SPLIT_NAMES.get(split, split)} accuracy {pa:.1%} against {pb:.1%}"
     if abs(d) <= noise:
-        return Finding(f"{a_name} and {b_name}: no clear difference ({where}; the difference of "
-                       f"{_points(d)} is inside the ±{_points(noise)} noise of {na:,} and {nb:,} "
-                       "test images).", "none", nums)
-    verb = "beats" if d > 0 else "falls behind"
-    return Finding(f"{a_name} {verb} {b_name} by {_points(d)} ({where}; noise ±{_points(noise)}).",
-                   "greater" if d > 0 else "less", nums)
+        return "none", (f"{where}; the difference of {_points(d)} is inside the ±{_points(noise)} noise of "
+                        f"{na:,} and {nb:,} {SPLIT_NAMES.get(split, split)} images"), nums
+    return "greater" if d > 0 else "less", f"{where}; noise ±{_points(noise)}", nums
 
 
-def best(records: Sequence[dict], names: Sequence[str], split: str = "test") -> Finding:
-    """Which of several runs scores highest, and whether it is clearly ahead of the runner-up."""
-    order = sorted(range(len(records)), key=lambda i: accuracy(records[i], split), reverse=True)
-    top, second = order[0], order[1] if len(order) > 1 else None
-    if second is None:
-        return Finding(f"{names[top]}: {split} accuracy {accuracy(records[top], split):.1%}.", "none")
-    c = compare(records[top], records[second], names[top], names[second], split)
-    if c.direction == "none":
-        return Finding(f"{names[top]} scores highest, but not clearly ahead of {names[second]}: "
-                       + c.text[len(f"{names[top]} and {names[second]}: "):], "none", c.numbers)
-    return Finding(f"{names[top]} scores highest: " + c.text, "greater", c.numbers)
+def compare(a: dict, b: dict, a_name: str, b_name: str, split: str = "test") -> Finding:
+    """``a`` against ``b`` on one split's accuracy: who is ahead, by how much, or no clear difference."""
+    direction, detail, nums = _judge(a, b, split)
+    if direction == "none":
+        return Finding(f"{a_name} and {b_name}: no clear difference ({detail}).", "none", nums)
+    verb = "beats" if direction == "greater" else "falls behind"
+    return Finding(f"{a_name} {verb} {b_name} by {_points(nums['difference'])} ({detail}).", direction, nums)
+
+
+def has_split(record: dict, split: str) -> bool:
+    """Whether a record holds an accuracy on ``split``."""
+    return f"{split}_accuracy" in record.get("metrics", {})
+
+
+def best(records: Sequence[dict], names: Sequence[str], select: str = "val", report: str = "test") -> Finding:
+    """The run chosen on ``select`` accuracy (validation: the test set plays no part in the
+    choice), whether it is clearly ahead there of the runner-up, then its ``report`` (test)
+    accuracy, stated once. ``numbers["chosen"]``: the chosen run's index.
+
+    When a record holds no ``select`` accuracy, the choice falls back to ``report`` and the
+    sentence says that the reported accuracy is then optimistic."""
+    if not records or len(records) != len(names):
+        raise ValueError(f"best needs one name per record, not {len(records)} records and {len(names)} names")
+    fallback = not all(has_split(r, select) for r in records)
+    on = report if fallback else select
+    order = sorted(range(len(records)), key=lambda i: accuracy(records[i], on), reverse=True)
+    top = order[0]
+    rep = accuracy(records[top], report)
+    n = test_n(records[top], report)
+    reported = f"{SPLIT_NAMES.get(report, report)} accuracy: {rep:.1%} (±{_points(interval(rep, n))} on {n:,} images)"
+    if fallback:
+        missing = [names[i] for i, r in enumerate(records) if not has_split(r, select)]
+        note = (f" ({', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no "
+                f"{SPLIT_NAMES.get(select, select)} accuracy, so the choice is made on {report} accuracy, "
+                "and that accuracy is optimistic: it picked the winner)")
+    else:
+        note = ""
+    head = f"Chosen on {SPLIT_NAMES.get(on, on)} accuracy{note}: {names[top]}"
+    if len(order) == 1:
+        return Finding(f"{head} ({SPLIT_NAMES.get(on, on)} accuracy {accuracy(records[top], on):.1%}). "
+                       f"Its {reported}.", "none", {"chosen": top, "reported": rep})
+    second = order[1]
+    direction, detail, nums = _judge(records[top], records[second], on)
+    nums = {**nums, "chosen": top, "reported": rep}
+    if direction == "none":
+        return Finding(f"{head}, but not clearly ahead of {names[second]} ({detail}). Its {reported}.",
+                       "none", nums)
+    return Finding(f"{head}, ahead of {names[second]} by {_points(nums['difference'])} ({detail}). "
+                   f"Its {reported}.", "greater", nums)
 
 
 def trend(values: Sequence[float], gaps: Sequence[float], ns: Sequence[int], what: str,
