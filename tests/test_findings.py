@@ -1,9 +1,12 @@
 """tlkit.findings: computed sentences say the right direction, and nothing inside the noise."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from tlkit import findings
+from tlkit.evaluate import pack_correct
 
 
 def rec(acc: float, n: int = 10000, wall: float = 100.0) -> dict:
@@ -143,3 +146,70 @@ def test_confusions_names_the_largest_off_diagonal_cells():
 def test_as_record_feeds_compare():
     a, b = findings.as_record({"accuracy": 0.9, "n": 10000}), findings.as_record({"accuracy": 0.8, "n": 10000})
     assert findings.compare(a, b, "with flips", "without").direction == "greater"
+
+
+def scored(correct: np.ndarray, images: str = "test set 1") -> dict:
+    """A record with its per-image results on the test split."""
+    correct = np.asarray(correct, dtype=bool)
+    return {"metrics": {"test_accuracy": float(correct.mean())},
+            "evaluation": {"test": {"n": int(correct.size), "correct": pack_correct(correct), "images": images}}}
+
+
+def planted(extra: int = 100, n: int = 10000) -> tuple[np.ndarray, np.ndarray]:
+    """B right on 70% of the images; A right on those and on ``extra`` more."""
+    b = np.random.default_rng(0).random(n) < 0.7
+    a = b.copy()
+    a[np.flatnonzero(~b)[:extra]] = True
+    return a, b
+
+
+def test_paired_test_finds_what_unpaired_intervals_call_noise():
+    a, b = planted()  # 1.0 point apart, inside the ±1.3 points of two independent 10,000-image scores
+    unpaired = findings.compare(scored(a, "test set 1"), scored(b, "test set 2"), "A", "B")
+    assert unpaired.direction == "none" and unpaired.numbers["test"] == "interval"
+    assert unpaired.text.endswith("unpaired intervals, as the two were scored on different images).")
+    f = findings.compare(scored(a), scored(b), "A", "B")
+    assert f.direction == "greater" and f.numbers["test"] == "mcnemar"
+    assert (f.numbers["a_only"], f.numbers["b_only"]) == (100, 0) and f.numbers["p_value"] < 1e-20
+    assert f.text == ("A beats B by 1.0 points (test accuracy 71.0% against 70.0%; paired on the same 10,000 "
+                      "test images, 100 right only with the first and 0 only with the second: exact McNemar "
+                      "test p < 0.001).")
+    assert findings.compare(scored(b), scored(a), "B", "A").direction == "less"
+
+
+def test_paired_test_sees_no_difference_between_identical_results():
+    a, _ = planted()
+    f = findings.compare(scored(a), scored(a.copy()), "A", "A again")
+    assert f.direction == "none" and f.numbers["p_value"] == 1.0 and "no clear difference" in f.text
+    # the same accuracy from different images right: many discordant pairs, evenly split
+    b = np.roll(a, 1)
+    g = findings.compare(scored(a), scored(b), "A", "B")
+    assert g.direction == "none" and g.numbers["a_only"] == g.numbers["b_only"] > 1000
+
+
+def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_pairs():
+    a = np.array([1] * 10 + [0] * 5 + [1] * 5, dtype=bool)
+    b = np.array([0] * 10 + [0] * 5 + [1] * 5, dtype=bool)
+    m = findings.mcnemar(a, b)
+    assert (m["a_only"], m["b_only"], m["n"]) == (10, 0, 20)
+    assert m["p_value"] == pytest.approx(2 * 0.5 ** 10)  # two-sided
+    m2 = findings.mcnemar(np.r_[a, [False] * 3], np.r_[b, [True] * 3])
+    assert m2["p_value"] == pytest.approx(binomtest(10, 13).pvalue)
+    with pytest.raises(ValueError):
+        findings.mcnemar(a, b[:5])
+
+
+def test_records_without_per_image_results_fall_back_to_intervals_and_say_so():
+    a, _ = planted()
+    f = findings.compare(rec(0.85), scored(a), "A", "B")
+    assert f.numbers["test"] == "interval" and f.direction == "greater"
+    assert f.text.endswith("noise ±1.1 points; unpaired intervals, as a record holds no per-image results).")
+    assert findings.paired(rec(0.5), rec(0.5)) == "a record holds no per-image results"
+
+
+def test_as_record_keeps_per_image_results():
+    a, b = planted()
+    sa = {"accuracy": float(a.mean()), "n": a.size, "correct": pack_correct(a), "images": "x"}
+    sb = {"accuracy": float(b.mean()), "n": b.size, "correct": pack_correct(b), "images": "x"}
+    f = findings.compare(findings.as_record(sa), findings.as_record(sb), "with flips", "without")
+    assert f.numbers["test"] == "mcnemar" and f.direction == "greater"

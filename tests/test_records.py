@@ -15,6 +15,7 @@ import tlkit.records as records
 import tlkit.system as system
 from conftest import CLI_PREFIX, ROOT
 from tlkit import TlkitError
+from tlkit.evaluate import unpack_correct
 from tlkit.records import (RecordError, load_records, make_record, read_records, run_prefix, save_run,
                            to_frame, write_record)
 
@@ -252,6 +253,11 @@ def test_cli_record(cli_run):
     cm = np.array(rec["evaluation"]["test"]["confusion_matrix"])
     assert cm.sum() == rec["evaluation"]["test"]["n"] == sum(rec["dataset"]["counts"]["test"])
     assert m["test_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    # which test images were right, one bit each, and which images: a paired comparison reads them
+    test = rec["evaluation"]["test"]
+    assert len(test["correct"]) == 4 * -(-test["n"] // 24)  # base64 of n/8 bytes
+    assert unpack_correct(test["correct"], test["n"]).mean() == pytest.approx(m["test_accuracy"])
+    assert isinstance(test["images"], str) and test["images"] != rec["evaluation"]["val"]["images"]
     df = load_records(out)
     assert df.loc[0, "metrics.test_accuracy"] == m["test_accuracy"]
 

@@ -2,8 +2,11 @@
 
 Each function compares records and returns a :class:`Finding`: the sentence with its
 numbers and the right direction, or "no clear difference" when the difference lies inside
-the noise. Noise is judged with a binomial interval on the test-set size: an accuracy
-measured on ``n`` images is uncertain by about ``1.96 * sqrt(p (1 - p) / n)`` (95%).
+the noise. Two models scored on the same images are compared image by image, with the exact
+McNemar test (:func:`mcnemar`) on the per-image results their records hold
+(:func:`tlkit.evaluate.score`). Without them, noise is judged with a binomial interval on
+the test-set size: an accuracy measured on ``n`` images is uncertain by about
+``1.96 * sqrt(p (1 - p) / n)`` (95%), and the sentence says the comparison was unpaired.
 """
 from __future__ import annotations
 
@@ -11,9 +14,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
+from scipy.stats import binomtest
+
 from tlkit.markup import md_text
 
 Z = 1.96  # two-sided 95%
+ALPHA = 0.05  # the paired test's level, the same 95% as Z
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}  # in sentences
 
 
@@ -66,20 +73,72 @@ def _difference(a: dict, a_split: str, b: dict, b_split: str) -> dict:
     return {"a": pa, "b": pb, "difference": pa - pb, "noise": diff_noise(pa, na, pb, nb), "n_a": na, "n_b": nb}
 
 
+def correctness(record: dict, split: str = "test") -> tuple[np.ndarray, str] | None:
+    """Which of a split's images a record's model got right, and which images these were
+    (:func:`tlkit.evaluate.images_id`); None when the record does not hold both."""
+    from tlkit.evaluate import unpack_correct  # here: reading sentences needs no Keras
+
+    ev = record.get("evaluation", {}).get(split, {})
+    if not ev.get("correct") or not ev.get("images"):
+        return None
+    return unpack_correct(ev["correct"], test_n(record, split)), ev["images"]
+
+
+def paired(a: dict, b: dict, split: str = "test") -> tuple[np.ndarray, np.ndarray] | str:
+    """The per-image results of two records scored on the same images of ``split``, or why
+    they cannot be paired."""
+    ca, cb = correctness(a, split), correctness(b, split)
+    if ca is None or cb is None:
+        return "a record holds no per-image results"
+    if ca[1] != cb[1]:
+        return "the two were scored on different images"
+    return ca[0], cb[0]
+
+
+def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
+    """The exact McNemar test of two models on the same images: of the images exactly one
+    of them gets right (the discordant pairs), how many does each, and the two-sided p-value
+    of a binomial test of those counts against an even split (``scipy.stats.binomtest``)."""
+    a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired results need the same images, not {a.shape} and {b.shape}")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p_value": float(p), "n": int(a.size)}
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def _judge(a: dict, b: dict, split: str) -> tuple[str, str, dict]:
     """``a`` against ``b`` on ``split``: the direction ("greater", "less" or "none"), the
-    evidence in words (both accuracies and the noise), and the numbers."""
+    evidence in words, and the numbers. Paired (:func:`mcnemar`) when both records hold
+    per-image results on the same images; else the binomial intervals, and the words say so."""
     nums = _difference(a, split, b, split)
     pa, pb, na, nb, d, noise = (nums[k] for k in ("a", "b", "n_a", "n_b", "difference", "noise"))
+    images = f"{SPLIT_NAMES.get(split, split)} images"
     where = f"{SPLIT_NAMES.get(split, split)} accuracy {pa:.1%} against {pb:.1%}"
+    pair = paired(a, b, split)
+    if not isinstance(pair, str):
+        m = mcnemar(*pair)
+        nums.update(test="mcnemar", p_value=m["p_value"], a_only=m["a_only"], b_only=m["b_only"])
+        evidence = (f"{where}; paired on the same {m['n']:,} {images}, {m['a_only']:,} right only with the "
+                    f"first and {m['b_only']:,} only with the second: exact McNemar test {_p(m['p_value'])}")
+        if m["p_value"] >= ALPHA:
+            return "none", evidence, nums
+        return ("greater" if m["a_only"] > m["b_only"] else "less"), evidence, nums
+    nums.update(test="interval")
+    unpaired = f"unpaired intervals, as {pair}"
     if abs(d) <= noise:
         return "none", (f"{where}; the difference of {_points(d)} is inside the ±{_points(noise)} noise of "
-                        f"{na:,} and {nb:,} {SPLIT_NAMES.get(split, split)} images"), nums
-    return "greater" if d > 0 else "less", f"{where}; noise ±{_points(noise)}", nums
+                        f"{na:,} and {nb:,} {images}; {unpaired}"), nums
+    return "greater" if d > 0 else "less", f"{where}; noise ±{_points(noise)}; {unpaired}", nums
 
 
 def compare(a: dict, b: dict, a_name: str, b_name: str, split: str = "test") -> Finding:
-    """``a`` against ``b`` on one split's accuracy: who is ahead, by how much, or no clear difference."""
+    """``a`` against ``b`` on one split's accuracy: who is ahead, by how much, or no clear
+    difference; judged image by image when both were scored on the same images (see :func:`_judge`)."""
     direction, detail, nums = _judge(a, b, split)
     if direction == "none":
         return Finding(f"{a_name} and {b_name}: no clear difference ({detail}).", "none", nums)
@@ -273,8 +332,10 @@ def confusions(confusion: Sequence[Sequence[int]], class_names: Sequence[str], t
 
 def as_record(score: dict, split: str = "test") -> dict:
     """One split's score (``evaluate.score``'s dict) in the shape :func:`compare` reads, to
-    compare two scorings of one model (e.g. with and without test-time augmentation)."""
-    return {"metrics": {f"{split}_accuracy": score["accuracy"]}, "evaluation": {split: {"n": score["n"]}}}
+    compare two scorings of one model (e.g. with and without test-time augmentation), with
+    its per-image results when it has them."""
+    keep = {k: score[k] for k in ("n", "correct", "images") if k in score}
+    return {"metrics": {f"{split}_accuracy": score["accuracy"]}, "evaluation": {split: keep}}
 
 
 def unknown(chosen: dict, test: dict | None = None, other: dict | None = None) -> Finding:

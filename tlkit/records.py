@@ -52,7 +52,7 @@ METRICS = ("train_accuracy", "train_loss", "test_accuracy", "test_loss")  # ever
 # JSON files tlkit writes beside records that are not records: the labels of an exported model.
 NOT_RECORDS = ("_labels.json",)
 PACKAGES = ("tlkit", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy",
-            "scikit-learn", "matplotlib", "papermill")
+            "scikit-learn", "scipy", "matplotlib", "papermill")
 
 
 class RecordError(TlkitError):
