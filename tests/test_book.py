@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tlkit import TlkitError
-from tlkit.book import (build_book, reference_run, run_banner, save_reference, write_performance_page,
-                        write_results_page)
+from tlkit.book import (build_book, reference_run, results_section, run_banner, save_reference,
+                        write_performance_page, write_results_page)
 from tlkit.cli import main
 from tlkit.course import NOTEBOOKS
 from tlkit.records import make_record, write_record
@@ -110,7 +110,8 @@ def test_results_page_numbers(root):
     assert ("1 of the 4 rows of notebook 4's table has a measured accuracy: a head trained on each "
             "backbone's frozen features, on 1,000 training images at 96 px.") in section
     assert tables["Model comparison (notebook 4)"][0]["parameters"] == "2,257,984"
-    assert tables["Ablations (notebook 5)"] == [{"ablation": "dropout = 0.5", "train acc": "0.800",
+    assert tables["Ablations (notebook 5)"] == [{"ablation": "dropout = 0.5", "seed": "0", "same setting": "",
+                                                 "train acc": "0.800",
                                                  "val acc": "0.740", "test acc": "0.735",
                                                  "train−val gap": "+0.060"}]
     walls = tables["Wall time per notebook"]
@@ -522,3 +523,27 @@ def test_headline_runs_are_chosen_on_validation():
     rows = pd.DataFrame({"val_accuracy": [0.70, 0.80, 0.60], "test_accuracy": [0.75, 0.70, 0.90]}, index=[4, 7, 9])
     assert _chosen(rows) == 7
     assert _chosen(rows.assign(val_accuracy=[0.70, None, 0.60])) == 9
+
+
+def test_ablations_of_the_same_setting_are_marked_with_their_spread(root):
+    """Notebook 5's knobs each hold the default setting: the Results page marks those rows as one
+    setting and states their spread, run-to-run noise."""
+    from tlkit.records import read_records
+
+    folder = root / "run" / "records"
+    for i, (knob, kw, seed, val) in enumerate([("dropout", {"dropout": 0.2}, 0, 0.72),
+                                               ("dropout", {"dropout": 0.5}, 0, 0.74),
+                                               ("weight decay", {"weight_decay": 1e-4}, 1, 0.70)]):
+        rec = make_record(kind="ablation", name=f"{knob} = {next(iter(kw.values()))}",
+                          params={"profile": "cpu", "knob": knob, **kw}, dataset=DATA,
+                          model={"base": "mobilenetv2", "img_size": 96, "frozen": True, "weights_source": "imagenet"},
+                          metrics={"train_accuracy": 0.8, "val_accuracy": val, "test_accuracy": val + 0.01,
+                                   "train_loss": 0.2, "test_loss": 0.6}, seed=seed)
+        write_record(rec, folder / f"05_ablation_{i}.json")
+    section = results_section("Run", read_records(folder), None, root, "t", "a test run")
+    rows = _tables(section)["Ablations (notebook 5)"]
+    assert [(r["ablation"], r["seed"], r["same setting"]) for r in rows] == [
+        ("dropout = 0.2", "0", "A"), ("dropout = 0.5", "0", ""), ("weight decay = 0.0001", "1", "A")]
+    assert ("- Rows marked A train the same setting: 2 runs of setting A (dropout 0.2, weight decay 0.0001, "
+            "use flips on, train fraction 1) differ only in their seeds (0, 1): validation accuracy from 70.0% "
+            "to 72.0% (a spread of 2.0 points)") in section

@@ -213,3 +213,32 @@ def test_as_record_keeps_per_image_results():
     sb = {"accuracy": float(b.mean()), "n": b.size, "correct": pack_correct(b), "images": "x"}
     f = findings.compare(findings.as_record(sa), findings.as_record(sb), "with flips", "without")
     assert f.numbers["test"] == "mcnemar" and f.direction == "greater"
+
+
+def test_setting_groups_mark_runs_of_the_same_setting():
+    settings = [{"dropout": 0.2, "wd": 1e-4}, {"dropout": 0.0, "wd": 1e-4}, {"wd": 1e-4, "dropout": 0.2},
+                {"dropout": 0.5, "wd": 1e-4}, {"dropout": 0.0, "wd": 1e-4}]
+    assert findings.setting_groups(settings) == ["A", "B", "A", "", "B"]
+    assert findings.setting_groups([{"a": 1}, {"a": 2}]) == ["", ""]
+
+
+def test_run_to_run_spread_and_the_two_furthest_apart():
+    a, b = planted(extra=300)
+    runs = []
+    for seed, (val, right) in enumerate([(0.72, b), (0.70, a), (0.71, b)]):
+        r = scored(right)
+        r["metrics"]["val_accuracy"], r["seed"] = val, seed
+        runs.append(r)
+    f = findings.run_to_run(runs, ["dropout = 0.2", "weight decay = 0.0001", "flips = True"],
+                            {"dropout": 0.2, "weight_decay": 1e-4, "use_flips": True}, "A")
+    assert f.text.startswith("3 runs of setting A (dropout 0.2, weight decay 0.0001, use flips on) differ only "
+                             "in their seeds (0, 1, 2): validation accuracy from 70.0% to 72.0% (a spread of "
+                             "2.0 points), test accuracy from 70.0% to 73.0% (a spread of 3.0 points).")
+    # the furthest apart on test: seed 1 (a) against seed 0 (b), paired on the same images
+    assert "The two furthest apart, image by image: weight decay = 0.0001 beats dropout = 0.2 by 3.0 points" in f.text
+    assert f.numbers["val_spread"] == pytest.approx(0.02) and f.numbers["extremes"]["test"] == "mcnemar"
+    for r in runs:
+        r["seed"] = 0
+    assert "share their seed too (0)" in findings.run_to_run(runs, ["x", "y", "z"], {"dropout": 0.2}).text
+    assert findings.run_to_run(runs[:1], ["x"], {"dropout": 0.2}, "A").text == (
+        "Only one run of setting A (dropout 0.2): its run-to-run noise is unknown.")

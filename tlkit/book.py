@@ -306,11 +306,23 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     abl = _of_kind(df, "ablation")
     abl = abl[[study(recs[i]) == "knob" for i in abl.index]]
     if len(abl):
+        from tlkit import findings
+        from tlkit.features import head_setting
+
+        runs = [recs[i] for i in abl.index]
+        settings = [head_setting(r["params"]) for r in runs]
+        abl = abl.assign(seed=[r.get("seed") for r in runs], same=findings.setting_groups(settings))
         out += ["### Ablations (notebook 5)", "",
-                md_table(abl, {"run": "ablation", "train_accuracy": "train acc", "val_accuracy": "val acc",
+                md_table(abl, {"run": "ablation", "seed": "seed", "same": "same setting",
+                               "train_accuracy": "train acc", "val_accuracy": "val acc",
                                "test_accuracy": "test acc", "gap_train_val_accuracy": "train−val gap"},
                          {"train_accuracy": ".3f", "val_accuracy": ".3f", "test_accuracy": ".3f",
                           "gap_train_val_accuracy": "+.3f"}), ""]
+        for mark in sorted(set(abl["same"]) - {""}):
+            same = [i for i, m in enumerate(abl["same"]) if m == mark]
+            found = findings.run_to_run([runs[i] for i in same], [runs[i]["name"] for i in same], settings[same[0]],
+                                        mark)
+            out += [f"- Rows marked {mark} train the same setting: {md_text(found)}", ""]
     if summary:
         import pandas as pd
 

@@ -10,6 +10,7 @@ the test-set size: an accuracy measured on ``n`` images is uncertain by about
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -186,6 +187,52 @@ def best(records: Sequence[dict], names: Sequence[str], select: str = "val", rep
                        "none", nums)
     return Finding(f"{head}, ahead of {names[second]} by {_points(nums['difference'])} ({detail}). "
                    f"Its {reported}.", "greater", nums)
+
+
+def _value(v) -> str:
+    """A setting's value in words: on/off, or a number as short as it goes."""
+    return ("on" if v else "off") if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def setting_groups(settings: Sequence[dict]) -> list[str]:
+    """A mark for each run: the same letter ("A", "B"…) for runs whose settings are equal,
+    in order of first appearance, and "" for a setting that only one run has."""
+    keys = [json.dumps(s, sort_keys=True, default=str) for s in settings]
+    shared = [k for k in dict.fromkeys(keys) if keys.count(k) > 1]
+    return [chr(ord("A") + shared.index(k)) if k in shared else "" for k in keys]
+
+
+def run_to_run(records: Sequence[dict], names: Sequence[str], setting: dict, mark: str = "",
+               split: str = "val", also: str = "test") -> Finding:
+    """How far runs of one ``setting`` (named ``mark``, as :func:`setting_groups` marks it)
+    spread on ``split`` and ``also`` when only their seeds differ: the run-to-run noise that
+    one run per setting cannot show. The two runs furthest apart on ``also`` are compared
+    image by image (:func:`compare`): a clear difference there is between two trained models,
+    not between two settings."""
+    words = ", ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in setting.items())
+    setting = f"{f'setting {mark}' if mark else 'one setting'} ({words})"
+    if len(records) < 2:
+        return Finding(f"Only one run of {setting}: its run-to-run noise is unknown.", "none", {})
+    seeds = [r.get("seed") for r in records]
+    listed = ", ".join(map(str, seeds))
+    how = (f"differ only in their seeds ({listed})" if len(set(seeds)) == len(seeds)
+           else f"share their seed too ({seeds[0]})" if len(set(seeds)) == 1 else f"have seeds {listed}")
+    nums: dict = {"seeds": seeds}
+    parts = []
+    for sp in (split, also):
+        acc = [accuracy(r, sp) for r in records]
+        nums[sp] = acc
+        nums[f"{sp}_spread"] = max(acc) - min(acc)
+        parts.append(f"{SPLIT_NAMES.get(sp, sp)} accuracy from {min(acc):.1%} to {max(acc):.1%} (a spread of "
+                     f"{_points(max(acc) - min(acc))})")
+    text = f"{len(records)} runs of {setting} {how}: " + ", ".join(parts) + "."
+    acc = nums[also]
+    hi, lo = acc.index(max(acc)), acc.index(min(acc))
+    if hi != lo:
+        c = compare(records[hi], records[lo], names[hi], names[lo], also)
+        nums["extremes"] = c.numbers
+        text += f" The two furthest apart, image by image: {c.text}"
+    return Finding(text, "none", nums)
 
 
 def trend(values: Sequence[float], gaps: Sequence[float], ns: Sequence[int], what: str,
