@@ -547,3 +547,28 @@ def test_ablations_of_the_same_setting_are_marked_with_their_spread(root):
     assert ("- Rows marked A train the same setting: 2 runs of setting A (dropout 0.2, weight decay 0.0001, "
             "use flips on, train fraction 1) differ only in their seeds (0, 1): validation accuracy from 70.0% "
             "to 72.0% (a spread of 2.0 points)") in section
+
+
+def test_no_results_chart_mixes_training_set_sizes(root):
+    """Runs on two training-set sizes get a table and a chart each; notebook 4's chart states
+    whether its accuracies differ beyond the noise."""
+    from tlkit.records import read_records
+
+    folder = root / "run" / "records"
+    for file, kind, name, counts, acc in [("01_cnn_scratch.json", "scratch", "01 CNN", [600, 400], 0.61),
+                                          ("04_a.json", "comparison", "04 a", [60, 40], 0.50),
+                                          ("04_b.json", "comparison", "04 b", [60, 40], 0.52)]:
+        rec = make_record(kind=kind, name=name, params={"profile": "cpu"},
+                          dataset={**DATA, "counts": {"train": counts, "test": [50, 50]}},
+                          model={"base": "cnn" if kind == "scratch" else name[-1], "img_size": 32, "alpha": None,
+                                 "backbone_params": 1000 * len(name), "weights_source": "random"},
+                          metrics={"train_accuracy": 0.9, "val_accuracy": acc, "test_accuracy": acc,
+                                   "train_loss": 0.2, "test_loss": 0.6}, seed=0)
+        write_record(rec, folder / file)
+    section = results_section("Run", read_records(folder), None, root, "mix", "a test run")
+    assert "### Notebooks 1–4: runs on 1,000 training images" in section
+    assert "### Notebooks 1–4: runs on 100 training images" in section
+    assert {p.name for p in (root / "book" / "_generated").glob("mix_splits*.png")} == {
+        "mix_splits_1000.png", "mix_splits_100.png"}
+    assert ("The 2 test accuracies span 50.0% to 52.0% (2.0 points), and no two of them differ clearly"
+            in section)

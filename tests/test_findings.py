@@ -242,3 +242,15 @@ def test_run_to_run_spread_and_the_two_furthest_apart():
     assert "share their seed too (0)" in findings.run_to_run(runs, ["x", "y", "z"], {"dropout": 0.2}).text
     assert findings.run_to_run(runs[:1], ["x"], {"dropout": 0.2}, "A").text == (
         "Only one run of setting A (dropout 0.2): its run-to-run noise is unknown.")
+
+
+def test_spread_says_when_no_two_runs_differ_beyond_the_noise():
+    close = [rec(0.6213, n=1500), rec(0.6240, n=1500), rec(0.6067, n=1500)]  # notebook 4's cpu rows
+    f = findings.spread(close, ["mobilenetv2", "mobilenetv2 alpha 0.35", "mobilenet alpha 0.25"])
+    assert f.direction == "none" and f.numbers["clear_pairs"] == 0 and f.numbers["pairs"] == 3
+    assert f.text.startswith("The 3 test accuracies span 60.7% to 62.4% (1.7 points), and no two of them differ "
+                             "clearly (each pair compared by their intervals where not scored on the same images)")
+    a, b = planted()
+    apart = findings.spread([scored(a), scored(b), scored(a.copy())], ["a", "b", "a again"])
+    assert apart.direction == "greater" and apart.text.endswith(
+        "; 2 of the 3 pairs differ clearly (compared image by image).")

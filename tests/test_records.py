@@ -262,6 +262,14 @@ def test_cli_record(cli_run):
     assert df.loc[0, "metrics.test_accuracy"] == m["test_accuracy"]
 
 
+def test_split_images_counts_what_each_accuracy_was_measured_on():
+    rec = {"evaluation": {"test": {"n": 1500}}, "dataset": {"counts": {"test": [5000, 5000], "val": [40, 60]}}}
+    assert records.split_images(rec) == 1500  # the evaluation's count first
+    assert records.split_images(rec, "val") == 100  # else the split's size
+    assert records.split_images({"dataset": {}}, "val") is None
+    assert records.to_frame([{**rec, "name": "x", "metrics": {}}])["test_images"].tolist() == [1500]
+
+
 # --------------------------------------------------------------------------- what a row is, in words
 
 @pytest.fixture(scope="module")

@@ -180,9 +180,10 @@ def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[
     wide = curve.pivot_table(index="per_class", columns="method", values="test_accuracy").reset_index()
     pairs = [two_protocols(p, r) for p in frozen for r in recs if r["kind"] == "frozen"]
     notes = [md_text(n) for n in pairs if n]
-    fig = plots.lines(curve, "per_class", "test_accuracy", hue="method", logx=True,
+    fig = plots.lines(curve, "per_class", "test_accuracy", hue="method", logx=True, n="test_images",
                       title="Test accuracy against labelled images per class",
-                      xlabel="labelled training images per class (log scale)", ylabel="test accuracy")
+                      xlabel="labelled training images per class (log scale)",
+                      ylabel="test accuracy (bars: 95% interval)")
     return ["### Label efficiency (notebook 2)", "",
             f"The frozen head learns on cached {px + '-px ' if px else ''}features; the CNN from scratch is "
             "notebook 1's recipe. Both train on the same seeded subsets of the training split; test "
@@ -224,7 +225,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     """One run's results (``title``, Markdown, heads it; ``who`` names the run in captions): its
     label, the key lesson in numbers, tables and plots, runs grouped by how many training images
     they learned from. Whatever the records say is escaped where it enters the page."""
-    from tlkit import plots
+    from tlkit import findings, plots
 
     recs, left_out = published(recs, summary)
     note = ([f"Records of notebooks that did not finish are left out: {', '.join(map(md_text, left_out))}.", ""]
@@ -250,7 +251,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                 f"**{best['test_accuracy']:.1%}** at {md_text(best['img_size'])} px (the size chosen on validation "
                 "accuracy).", ""]
         fig = plots.lines(frozen, "img_size", "test_accuracy", title="Frozen MobileNetV2: test accuracy by input size",
-                          xlabel="input size (px)", ylabel="test accuracy")
+                          xlabel="input size (px)", ylabel="test accuracy (bars: 95% interval)", n="test_images")
         out.append(_figure(fig, f"{key}_frozen_by_size", root,
                            "Line chart of frozen MobileNetV2 test accuracy against input size",
                            f"Notebook 2 ({who}): the same frozen weights and head at each input size."))
@@ -260,7 +261,8 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     out += ["Runs are grouped by the number of training images they learned from: accuracies from "
             "different data sizes are not comparable. *train acc* is scored on images the model was "
             "trained on, *val acc* and *test acc* on held-out images.", ""]
-    for n, group in main.groupby(main["train_images"].fillna(0).astype(int), sort=False):
+    groups = main.groupby(main["train_images"].fillna(0).astype(int), sort=False)
+    for n, group in groups:
         heading = f"on {n:,} training images" if n else "(training-set size not recorded)"
         out += [f"### Notebooks 1–4: runs {heading}", "",
                 md_table(group, {"run": "run", "weights": "weights, training", "img_size": "input px",
@@ -269,10 +271,12 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                                  "wall_seconds": "wall s"},
                          {"train_accuracy": ".3f", "val_accuracy": ".3f", "test_accuracy": ".3f",
                           "gap_train_test_accuracy": "+.3f", "wall_seconds": ".0f"}), ""]
-    fig = plots.split_accuracies(main, label="run", title="Train, validation and test accuracy per run")
-    out.append(_figure(fig, f"{key}_splits", root,
-                       "Grouped bars of train, validation and test accuracy for every run",
-                       f"Gaps at a glance ({who})."))
+        # one chart per training-set size: accuracies from different data sizes are not comparable
+        fig = plots.split_accuracies(group, label="run",
+                                     title=f"Train, validation and test accuracy per run {heading}")
+        out.append(_figure(fig, f"{key}_splits" + (f"_{n}" if len(groups) > 1 else ""), root,
+                           f"Dots of train, validation and test accuracy for every run {heading}",
+                           f"Gaps at a glance ({who}, runs {heading})."))
     comp = _of_kind(df, "comparison")
     if len(comp):
         from tlkit.comparison import entry_label
@@ -294,19 +298,21 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                           "test_accuracy": "test acc"},
                          {"backbone_params": ",.0f", "images_per_second": ".0f", "wall_seconds": ".0f",
                           "test_accuracy": ".3f"}), ""]
+        spread = findings.spread([recs[i] for i in comp.index], list(comp["backbone"]))
         fig = plots.compare(comp, "backbone_params", "test_accuracy", label="backbone", hue="weights", logx=True,
-                            title="Test accuracy against backbone parameters",
-                            xlabel="backbone parameters (log scale)", ylabel="test accuracy")
+                            title="Test accuracy against backbone parameters"
+                            + (": no two differ beyond the noise" if spread.direction == "none" else ""),
+                            xlabel="backbone parameters (log scale)", ylabel="test accuracy (bars: 95% interval)",
+                            n="test_images")
         out.append(_figure(fig, f"{key}_comparison", root,
                            "Scatter plot of test accuracy against parameters per backbone, by weights source",
                            f"Notebook 4 ({who}): each backbone's frozen features and trained head, "
-                           "marked by where its weights came from."))
+                           f"marked by where its weights came from. {md_text(spread)}"))
     out += _label_efficiency(recs, root, key, who)
     out += _own_images(recs, own)
     abl = _of_kind(df, "ablation")
     abl = abl[[study(recs[i]) == "knob" for i in abl.index]]
     if len(abl):
-        from tlkit import findings
         from tlkit.features import head_setting
 
         runs = [recs[i] for i in abl.index]

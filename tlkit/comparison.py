@@ -85,9 +85,9 @@ def comparison_row(name: str, alpha: float | None, cost: dict, record: dict | No
                    missing: str = NOT_AVAILABLE) -> dict:
     """One row of the comparison table: published facts (with their source), cost measured
     here (``images_per_second``: :func:`measure_backbone`'s timed forward pass), what the
-    weights are, and the test accuracy and extraction throughput (every image of the data set
-    through the backbone once) of the frozen features + head run (``record``, a run record)
-    where there is one; ``missing`` says why there is none."""
+    weights are, and the test accuracy (with the number of its test images) and extraction
+    throughput (every image of the data set through the backbone once) of the frozen features
+    + head run (``record``, a run record) where there is one; ``missing`` says why there is none."""
     facts = get_spec(name).facts(alpha)
     acc = record["metrics"]["test_accuracy"] if record is not None else None
     weights = trained_label(record) if record is not None else missing
@@ -100,7 +100,8 @@ def comparison_row(name: str, alpha: float | None, cost: dict, record: dict | No
             "img_size": cost["img_size"], "images_per_second": cost["images_per_second"],
             "forward_batch": cost.get("batch_size"),
             "extraction_images_per_second": record.get("images_per_second") if record is not None else None,
-            "weights": weights, "test_accuracy": acc}
+            "weights": weights, "test_accuracy": acc,
+            "test_images": findings.test_n(record) if record is not None else None}
 
 
 def cost_sentence(a: dict, b: dict) -> str:

@@ -56,11 +56,14 @@ def _points(x: float) -> str:
 
 
 def test_n(record: dict, split: str = "test") -> int:
-    """How many images a record's accuracy on ``split`` was measured on."""
-    ev = record.get("evaluation", {}).get(split, {})
-    if "n" in ev:
-        return int(ev["n"])
-    return int(sum(record["dataset"]["counts"][split]))
+    """How many images a record's accuracy on ``split`` was measured on
+    (:func:`tlkit.records.split_images`); an error when the record does not say."""
+    from tlkit.records import split_images
+
+    n = split_images(record, split)
+    if n is None:
+        raise KeyError(f"record {record.get('name', '?')!r} does not say how many {split} images it was scored on")
+    return n
 
 
 def accuracy(record: dict, split: str = "test") -> float:
@@ -145,6 +148,30 @@ def compare(a: dict, b: dict, a_name: str, b_name: str, split: str = "test") -> 
         return Finding(f"{a_name} and {b_name}: no clear difference ({detail}).", "none", nums)
     verb = "beats" if direction == "greater" else "falls behind"
     return Finding(f"{a_name} {verb} {b_name} by {_points(nums['difference'])} ({detail}).", direction, nums)
+
+
+def spread(records: Sequence[dict], names: Sequence[str], split: str = "test") -> Finding:
+    """How far apart several runs' accuracies on ``split`` lie, and how many pairs of them
+    differ clearly (:func:`compare`, image by image where two were scored on the same
+    images): a chart of them whose axis spans only differences inside the noise should say
+    so. Direction "none" when no pair differs clearly."""
+    if len(records) != len(names):
+        raise ValueError(f"spread needs one name per record, not {len(records)} records and {len(names)} names")
+    acc = [accuracy(r, split) for r in records]
+    if len(records) < 2:
+        return Finding(f"One {SPLIT_NAMES.get(split, split)} accuracy: nothing to compare.", "none",
+                       {"clear_pairs": 0, "pairs": 0})
+    judged = [_judge(records[i], records[j], split) for i in range(len(records)) for j in range(i + 1, len(records))]
+    clear = sum(d != "none" for d, _, _ in judged)
+    paired_all = all(n["test"] == "mcnemar" for _, _, n in judged)
+    how = "image by image" if paired_all else "by their intervals where not scored on the same images"
+    head = (f"The {len(acc)} {SPLIT_NAMES.get(split, split)} accuracies span {min(acc):.1%} to {max(acc):.1%} "
+            f"({_points(max(acc) - min(acc))})")
+    nums = {"low": min(acc), "high": max(acc), "clear_pairs": clear, "pairs": len(judged)}
+    if not clear:
+        return Finding(f"{head}, and no two of them differ clearly (each pair compared {how}): a chart that "
+                       "spreads them over its whole axis magnifies differences inside the noise.", "none", nums)
+    return Finding(f"{head}; {clear} of the {len(judged)} pairs differ clearly (compared {how}).", "greater", nums)
 
 
 def has_split(record: dict, split: str) -> bool:
