@@ -358,7 +358,7 @@ def test_the_reference_runs_rows_say_what_was_trained():
     for stem, label in by_file.items():
         if stem.startswith(("01_", "02_curve_scratch", "05_scratch")):
             assert label == records.SCRATCH, stem
-        elif stem.startswith("03_finetune"):
+        elif stem.startswith(("03_finetune", "07_finetune")):
             assert label.startswith("ImageNet weights") and label.endswith(", fine-tuned"), stem
         else:
             assert label.startswith("ImageNet weights") and label.endswith(", frozen"), stem
