@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tlkit import TlkitError
-from tlkit.book import (build_book, reference_run, run_banner, save_reference, write_performance_page,
-                        write_results_page)
+from tlkit.book import (build_book, reference_run, results_section, run_banner, save_reference,
+                        write_performance_page, write_results_page)
 from tlkit.cli import main
 from tlkit.course import NOTEBOOKS
 from tlkit.records import make_record, write_record
@@ -110,7 +110,8 @@ def test_results_page_numbers(root):
     assert ("1 of the 4 rows of notebook 4's table has a measured accuracy: a head trained on each "
             "backbone's frozen features, on 1,000 training images at 96 px.") in section
     assert tables["Model comparison (notebook 4)"][0]["parameters"] == "2,257,984"
-    assert tables["Ablations (notebook 5)"] == [{"ablation": "dropout = 0.5", "train acc": "0.800",
+    assert tables["Ablations (notebook 5)"] == [{"ablation": "dropout = 0.5", "seed": "0", "same setting": "",
+                                                 "train acc": "0.800",
                                                  "val acc": "0.740", "test acc": "0.735",
                                                  "train−val gap": "+0.060"}]
     walls = tables["Wall time per notebook"]
@@ -512,3 +513,63 @@ def test_the_book_shows_a_notebook_newer_than_the_reference_unexecuted(root, mon
         (older / p.name).write_bytes(p.read_bytes())
     with pytest.raises(TlkitError, match=rf"did not all finish ok: {NOTEBOOKS[-1][:2]} \(not run\)"):
         build_book(older, root)
+
+
+def test_headline_runs_are_chosen_on_validation():
+    """The results page picks its best run on validation accuracy; test only when a row has none."""
+    import pandas as pd
+
+    from tlkit.book import _chosen
+
+    rows = pd.DataFrame({"val_accuracy": [0.70, 0.80, 0.60], "test_accuracy": [0.75, 0.70, 0.90]}, index=[4, 7, 9])
+    assert _chosen(rows) == 7
+    assert _chosen(rows.assign(val_accuracy=[0.70, None, 0.60])) == 9
+
+
+def test_ablations_of_the_same_setting_are_marked_with_their_spread(root):
+    """Notebook 5's knobs each hold the default setting: the Results page marks those rows as one
+    setting and states their spread, run-to-run noise."""
+    from tlkit.records import read_records
+
+    folder = root / "run" / "records"
+    for i, (knob, kw, seed, val) in enumerate([("dropout", {"dropout": 0.2}, 0, 0.72),
+                                               ("dropout", {"dropout": 0.5}, 0, 0.74),
+                                               ("weight decay", {"weight_decay": 1e-4}, 1, 0.70)]):
+        rec = make_record(kind="ablation", name=f"{knob} = {next(iter(kw.values()))}",
+                          params={"profile": "cpu", "knob": knob, **kw}, dataset=DATA,
+                          model={"base": "mobilenetv2", "img_size": 96, "frozen": True, "weights_source": "imagenet"},
+                          metrics={"train_accuracy": 0.8, "val_accuracy": val, "test_accuracy": val + 0.01,
+                                   "train_loss": 0.2, "test_loss": 0.6}, seed=seed)
+        write_record(rec, folder / f"05_ablation_{i}.json")
+    section = results_section("Run", read_records(folder), None, root, "t", "a test run")
+    rows = _tables(section)["Ablations (notebook 5)"]
+    assert [(r["ablation"], r["seed"], r["same setting"]) for r in rows] == [
+        ("dropout = 0.2", "0", "A"), ("dropout = 0.5", "0", ""), ("weight decay = 0.0001", "1", "A")]
+    assert ("- Rows marked A train the same setting: 2 runs of setting A (dropout 0.2, weight decay 0.0001, "
+            "use flips on, train fraction 1) differ only in their seeds (0, 1): validation accuracy from 70.0% "
+            "to 72.0% (a spread of 2.0 points)") in section
+
+
+def test_no_results_chart_mixes_training_set_sizes(root):
+    """Runs on two training-set sizes get a table and a chart each; notebook 4's chart states
+    whether its accuracies differ beyond the noise."""
+    from tlkit.records import read_records
+
+    folder = root / "run" / "records"
+    for file, kind, name, counts, acc in [("01_cnn_scratch.json", "scratch", "01 CNN", [600, 400], 0.61),
+                                          ("04_a.json", "comparison", "04 a", [60, 40], 0.50),
+                                          ("04_b.json", "comparison", "04 b", [60, 40], 0.52)]:
+        rec = make_record(kind=kind, name=name, params={"profile": "cpu"},
+                          dataset={**DATA, "counts": {"train": counts, "test": [50, 50]}},
+                          model={"base": "cnn" if kind == "scratch" else name[-1], "img_size": 32, "alpha": None,
+                                 "backbone_params": 1000 * len(name), "weights_source": "random"},
+                          metrics={"train_accuracy": 0.9, "val_accuracy": acc, "test_accuracy": acc,
+                                   "train_loss": 0.2, "test_loss": 0.6}, seed=0)
+        write_record(rec, folder / file)
+    section = results_section("Run", read_records(folder), None, root, "mix", "a test run")
+    assert "### Notebooks 1–4: runs on 1,000 training images" in section
+    assert "### Notebooks 1–4: runs on 100 training images" in section
+    assert {p.name for p in (root / "book" / "_generated").glob("mix_splits*.png")} == {
+        "mix_splits_1000.png", "mix_splits_100.png"}
+    assert ("The 2 test accuracies span 50.0% to 52.0% (2.0 points), and no two of them differ clearly"
+            in section)

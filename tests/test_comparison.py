@@ -78,9 +78,10 @@ def test_throughput_is_timed_over_fixed_seconds_after_warmup(step, seconds, min_
     assert ips == pytest.approx(64 / step)
 
 
-def _comparison_record(acc: float, source: str, n: int = 1000) -> dict:
+def _comparison_record(acc: float, source: str, n: int = 1000, val: float | None = None) -> dict:
     return {"kind": "comparison", "weights_source": source, "weights_origin": None,
-            "metrics": {"test_accuracy": acc}, "evaluation": {"test": {"n": n}}, "images_per_second": 345.0}
+            "metrics": {"test_accuracy": acc, "val_accuracy": acc if val is None else val},
+            "evaluation": {"test": {"n": n}, "val": {"n": n}}, "images_per_second": 345.0}
 
 
 COST = {"mobilenetv2": {"backbone_params": 2_257_984, "forward_flops": 110_000_000, "img_size": 96,
@@ -121,16 +122,20 @@ def test_comparison_takeaways_transfer(tmp_path):
     path = tmp_path / MNV2_035
     path.write_bytes(b"not the converted checkpoint")
     src = f"imagenet:{path}"
-    recs = {"mobilenetv2": {**_comparison_record(0.85, src), "weights_origin": "Keras file"},
-            "mobilenetv2 alpha 0.35": {**_comparison_record(0.75, src), "weights_origin": "Keras file"}}
+    # chosen on validation accuracy: the narrow model, though the full one scores higher on test
+    recs = {"mobilenetv2": {**_comparison_record(0.85, src, val=0.70), "weights_origin": "Keras file"},
+            "mobilenetv2 alpha 0.35": {**_comparison_record(0.75, src, val=0.80), "weights_origin": "Keras file"}}
     rows = _rows(recs)
     assert rows[1]["weights"] == "ImageNet weights (Keras file), frozen" and comparison.is_transfer(rows[1]["weights"])
     said = comparison.comparison_takeaways(rows, recs)
     assert said[0] == ("2 of 3 rows have a measured test accuracy (weights: ImageNet weights (Keras file), frozen); "
                        "the other rows: weights not available offline.")
-    assert said[1].startswith("mobilenetv2 scores highest: mobilenetv2 beats mobilenetv2 alpha 0.35 by 10.0 points")
+    assert said[1].startswith("Chosen on validation accuracy: mobilenetv2 alpha 0.35, ahead of mobilenetv2 by "
+                              "10.0 points")
+    assert said[1].endswith("Its test accuracy: 75.0% (±2.7 points on 1,000 images).")
+    assert len(said) == 3  # the chosen model is the cheapest: no cost sentence against itself
+    assert said[2].startswith("mobilenetv2 beats mobilenetv2 alpha 0.35 by 10.0 points")
     assert "5.0 times the FLOPs" in said[2] and "300 against 900 images/s" in said[2]
-    assert said[3].startswith("mobilenetv2 beats mobilenetv2 alpha 0.35") and len(said) == 4
     assert not any(s.startswith("Not transfer") for s in said)
 
 
@@ -140,7 +145,7 @@ def test_comparison_takeaways_never_call_random_rows_transfer():
     said = comparison.comparison_takeaways(_rows(recs), recs)
     assert not comparison.is_transfer(records.RANDOM_HEAD)
     assert all(s.startswith(f"Not transfer ({records.RANDOM_HEAD}): ") for s in said[1:])
-    assert "no clear difference" in said[1]
+    assert "not clearly ahead" in said[1]
     assert comparison.comparison_takeaways(_rows({}), {}) == [
         "0 of 3 rows have a measured test accuracy (weights: none); the other rows: "
         "weights not available offline."]

@@ -7,8 +7,8 @@ import pytest
 from sklearn import metrics as skm
 
 from tlkit.data import Dataset
-from tlkit.evaluate import (diagnose, evaluate, gaps, per_class_accuracy, predict_labels, score,
-                            summarize, top_k_accuracy)
+from tlkit.evaluate import (diagnose, evaluate, gaps, images_id, pack_correct, per_class_accuracy,
+                            predict_labels, score, summarize, top_k_accuracy, unpack_correct)
 
 NAMES = ["cat", "dog", "fox"]
 Y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
@@ -128,6 +128,40 @@ def test_evaluate_on_every_split():
     # cached features stand in for images through `inputs`
     res2 = evaluate(model, ds, inputs={"test": xte * 0 + np.eye(k, dtype="float32")[yte] * 10})
     assert res2["test"]["accuracy"] == 1.0
+    # every split keeps which images were right, and which images: the test images are the
+    # same whether the model read them or features of them, so the two scorings pair up
+    for split in ("train", "val", "test"):
+        right = unpack_correct(res[split]["correct"], res[split]["n"])
+        assert right.mean() == pytest.approx(res[split]["accuracy"])
+    assert res["test"]["images"] == res2["test"]["images"] == images_id(xte, yte)
+    assert unpack_correct(res2["test"]["correct"], 12).all()
+    assert res["val"]["images"] != res["test"]["images"]
+    assert res["train"]["images"] == evaluate(model, ds, max_train=25, seed=1)["train"]["images"]
+    assert res["train"]["images"] != evaluate(model, ds, max_train=25, seed=2)["train"]["images"]
+
+
+def test_per_image_results_are_compact_and_checked():
+    right = np.random.default_rng(0).random(10000) < 0.7
+    bits = pack_correct(right)
+    assert len(bits) == 1668  # 1,250 bytes in base64
+    assert (unpack_correct(bits, 10000) == right).all()
+    assert (unpack_correct(pack_correct(right[:13]), 13) == right[:13]).all()
+    with pytest.raises(ValueError, match="cannot hold"):
+        unpack_correct(bits, 20000)
+    s = score(Y, P, NAMES, images="abc")
+    assert unpack_correct(s["correct"], 8).tolist() == [True, True, False, True, False, True, True, False]
+    assert s["images"] == "abc" and score(Y, P, NAMES)["images"] is None
+
+
+def test_images_id_follows_images_labels_and_order():
+    x = np.random.default_rng(0).integers(0, 255, (6, 4, 4, 3), dtype=np.uint8)
+    y = np.arange(6) % 3
+    assert images_id(x, y) == images_id(x.copy(), y.copy())
+    assert images_id(x[::-1], y[::-1]) != images_id(x, y)
+    assert images_id(x, (y + 1) % 3) != images_id(x, y)
+    x2 = x.copy()
+    x2[0, 0, 0, 0] ^= 1
+    assert images_id(x2, y) != images_id(x, y)
 
 
 # --------------------------------------------------------------------------- two classes

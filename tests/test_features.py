@@ -379,3 +379,11 @@ def test_train_subset_keeps_val_and_test(tiny_ds):
     assert sub_feats.splits["test"] is splits["test"] and sub.x_test is tiny_ds.x_test
     assert (sub.y_train == tiny_ds.y_train[idx]).all() and len(sub.x_train) == len(idx)
     assert feats.splits["train"] is splits["train"]  # the original is left as it was
+
+
+def test_head_setting_fills_fit_heads_defaults():
+    from tlkit.features import head_setting
+
+    assert head_setting({"dropout": 0.5, "knob": "dropout", "seed": 3}) == {
+        "dropout": 0.5, "weight_decay": 1e-4, "use_flips": True, "train_fraction": 1.0}
+    assert head_setting({}) == head_setting({"dropout": 0.2, "train_fraction": 1.0})

@@ -1,9 +1,12 @@
 """tlkit.findings: computed sentences say the right direction, and nothing inside the noise."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from tlkit import findings
+from tlkit.evaluate import pack_correct
 
 
 def rec(acc: float, n: int = 10000, wall: float = 100.0) -> dict:
@@ -29,12 +32,35 @@ def test_interval_shrinks_with_n():
     assert abs(findings.interval(0.5, 10000) - 0.0098) < 1e-3
 
 
-def test_best_names_the_top_run():
-    f = findings.best([rec(0.6), rec(0.9), rec(0.7)], ["a", "b", "c"])
-    assert f.text.startswith("b scores highest") and f.direction == "greater"
-    tie = findings.best([rec(0.80, n=200), rec(0.81, n=200)], ["phase 1: head", "phase 2: all"])
-    assert tie.text.startswith("phase 2: all scores highest, but not clearly ahead of phase 1: head: "
-                               "no clear difference (test accuracy 81.0%")
+def vrec(val: float, test: float, n_val: int = 1000, n: int = 10000) -> dict:
+    return {"metrics": {"val_accuracy": val, "test_accuracy": test},
+            "evaluation": {"val": {"n": n_val}, "test": {"n": n}}}
+
+
+def test_best_chooses_on_validation_and_reports_test_once():
+    # c has the highest test accuracy, but b the highest validation accuracy: b is chosen
+    f = findings.best([vrec(0.60, 0.61), vrec(0.90, 0.80), vrec(0.70, 0.95)], ["a", "b", "c"])
+    assert f.text.startswith("Chosen on validation accuracy: b, ahead of c by 20.0 points (validation accuracy "
+                             "90.0% against 70.0%;")
+    assert f.text.endswith("Its test accuracy: 80.0% (±0.8 points on 10,000 images).")
+    assert f.direction == "greater" and f.numbers["chosen"] == 1 and f.numbers["reported"] == 0.80
+    assert f.text.count("test accuracy") == 1  # no other run's test accuracy, nor the runner-up's
+    tie = findings.best([vrec(0.80, 0.70, 200), vrec(0.81, 0.60, 200)], ["phase 1: head", "phase 2: all"])
+    assert tie.text.startswith("Chosen on validation accuracy: phase 2: all, but not clearly ahead of "
+                               "phase 1: head (validation accuracy 81.0% against 80.0%; the difference of 1.0 points "
+                               "is inside the")
+    assert tie.direction == "none" and tie.numbers["chosen"] == 1
+    one = findings.best([vrec(0.5, 0.4)], ["only"])
+    assert one.text == ("Chosen on validation accuracy: only (validation accuracy 50.0%). Its test accuracy: "
+                        "40.0% (±1.0 points on 10,000 images).")
+
+
+def test_best_without_validation_says_the_choice_is_on_test():
+    f = findings.best([rec(0.6), vrec(0.9, 0.7)], ["a", "b"])
+    assert f.text.startswith("Chosen on test accuracy (a has no validation accuracy, so the choice is made on "
+                             "test accuracy, and that accuracy is optimistic: it picked the winner): b")
+    with pytest.raises(ValueError):
+        findings.best([rec(0.6)], ["a", "b"])
 
 
 def test_trend_grows_shrinks_and_flat():
@@ -120,3 +146,111 @@ def test_confusions_names_the_largest_off_diagonal_cells():
 def test_as_record_feeds_compare():
     a, b = findings.as_record({"accuracy": 0.9, "n": 10000}), findings.as_record({"accuracy": 0.8, "n": 10000})
     assert findings.compare(a, b, "with flips", "without").direction == "greater"
+
+
+def scored(correct: np.ndarray, images: str = "test set 1") -> dict:
+    """A record with its per-image results on the test split."""
+    correct = np.asarray(correct, dtype=bool)
+    return {"metrics": {"test_accuracy": float(correct.mean())},
+            "evaluation": {"test": {"n": int(correct.size), "correct": pack_correct(correct), "images": images}}}
+
+
+def planted(extra: int = 100, n: int = 10000) -> tuple[np.ndarray, np.ndarray]:
+    """B right on 70% of the images; A right on those and on ``extra`` more."""
+    b = np.random.default_rng(0).random(n) < 0.7
+    a = b.copy()
+    a[np.flatnonzero(~b)[:extra]] = True
+    return a, b
+
+
+def test_paired_test_finds_what_unpaired_intervals_call_noise():
+    a, b = planted()  # 1.0 point apart, inside the ±1.3 points of two independent 10,000-image scores
+    unpaired = findings.compare(scored(a, "test set 1"), scored(b, "test set 2"), "A", "B")
+    assert unpaired.direction == "none" and unpaired.numbers["test"] == "interval"
+    assert unpaired.text.endswith("unpaired intervals, as the two were scored on different images).")
+    f = findings.compare(scored(a), scored(b), "A", "B")
+    assert f.direction == "greater" and f.numbers["test"] == "mcnemar"
+    assert (f.numbers["a_only"], f.numbers["b_only"]) == (100, 0) and f.numbers["p_value"] < 1e-20
+    assert f.text == ("A beats B by 1.0 points (test accuracy 71.0% against 70.0%; paired on the same 10,000 "
+                      "test images, 100 right only with the first and 0 only with the second: exact McNemar "
+                      "test p < 0.001).")
+    assert findings.compare(scored(b), scored(a), "B", "A").direction == "less"
+
+
+def test_paired_test_sees_no_difference_between_identical_results():
+    a, _ = planted()
+    f = findings.compare(scored(a), scored(a.copy()), "A", "A again")
+    assert f.direction == "none" and f.numbers["p_value"] == 1.0 and "no clear difference" in f.text
+    # the same accuracy from different images right: many discordant pairs, evenly split
+    b = np.roll(a, 1)
+    g = findings.compare(scored(a), scored(b), "A", "B")
+    assert g.direction == "none" and g.numbers["a_only"] == g.numbers["b_only"] > 1000
+
+
+def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_pairs():
+    a = np.array([1] * 10 + [0] * 5 + [1] * 5, dtype=bool)
+    b = np.array([0] * 10 + [0] * 5 + [1] * 5, dtype=bool)
+    m = findings.mcnemar(a, b)
+    assert (m["a_only"], m["b_only"], m["n"]) == (10, 0, 20)
+    assert m["p_value"] == pytest.approx(2 * 0.5 ** 10)  # two-sided
+    m2 = findings.mcnemar(np.r_[a, [False] * 3], np.r_[b, [True] * 3])
+    assert m2["p_value"] == pytest.approx(binomtest(10, 13).pvalue)
+    with pytest.raises(ValueError):
+        findings.mcnemar(a, b[:5])
+
+
+def test_records_without_per_image_results_fall_back_to_intervals_and_say_so():
+    a, _ = planted()
+    f = findings.compare(rec(0.85), scored(a), "A", "B")
+    assert f.numbers["test"] == "interval" and f.direction == "greater"
+    assert f.text.endswith("noise ±1.1 points; unpaired intervals, as a record holds no per-image results).")
+    assert findings.paired(rec(0.5), rec(0.5)) == "a record holds no per-image results"
+
+
+def test_as_record_keeps_per_image_results():
+    a, b = planted()
+    sa = {"accuracy": float(a.mean()), "n": a.size, "correct": pack_correct(a), "images": "x"}
+    sb = {"accuracy": float(b.mean()), "n": b.size, "correct": pack_correct(b), "images": "x"}
+    f = findings.compare(findings.as_record(sa), findings.as_record(sb), "with flips", "without")
+    assert f.numbers["test"] == "mcnemar" and f.direction == "greater"
+
+
+def test_setting_groups_mark_runs_of_the_same_setting():
+    settings = [{"dropout": 0.2, "wd": 1e-4}, {"dropout": 0.0, "wd": 1e-4}, {"wd": 1e-4, "dropout": 0.2},
+                {"dropout": 0.5, "wd": 1e-4}, {"dropout": 0.0, "wd": 1e-4}]
+    assert findings.setting_groups(settings) == ["A", "B", "A", "", "B"]
+    assert findings.setting_groups([{"a": 1}, {"a": 2}]) == ["", ""]
+
+
+def test_run_to_run_spread_and_the_two_furthest_apart():
+    a, b = planted(extra=300)
+    runs = []
+    for seed, (val, right) in enumerate([(0.72, b), (0.70, a), (0.71, b)]):
+        r = scored(right)
+        r["metrics"]["val_accuracy"], r["seed"] = val, seed
+        runs.append(r)
+    f = findings.run_to_run(runs, ["dropout = 0.2", "weight decay = 0.0001", "flips = True"],
+                            {"dropout": 0.2, "weight_decay": 1e-4, "use_flips": True}, "A")
+    assert f.text.startswith("3 runs of setting A (dropout 0.2, weight decay 0.0001, use flips on) differ only "
+                             "in their seeds (0, 1, 2): validation accuracy from 70.0% to 72.0% (a spread of "
+                             "2.0 points), test accuracy from 70.0% to 73.0% (a spread of 3.0 points).")
+    # the furthest apart on test: seed 1 (a) against seed 0 (b), paired on the same images
+    assert "The two furthest apart, image by image: weight decay = 0.0001 beats dropout = 0.2 by 3.0 points" in f.text
+    assert f.numbers["val_spread"] == pytest.approx(0.02) and f.numbers["extremes"]["test"] == "mcnemar"
+    for r in runs:
+        r["seed"] = 0
+    assert "share their seed too (0)" in findings.run_to_run(runs, ["x", "y", "z"], {"dropout": 0.2}).text
+    assert findings.run_to_run(runs[:1], ["x"], {"dropout": 0.2}, "A").text == (
+        "Only one run of setting A (dropout 0.2): its run-to-run noise is unknown.")
+
+
+def test_spread_says_when_no_two_runs_differ_beyond_the_noise():
+    close = [rec(0.6213, n=1500), rec(0.6240, n=1500), rec(0.6067, n=1500)]  # notebook 4's cpu rows
+    f = findings.spread(close, ["mobilenetv2", "mobilenetv2 alpha 0.35", "mobilenet alpha 0.25"])
+    assert f.direction == "none" and f.numbers["clear_pairs"] == 0 and f.numbers["pairs"] == 3
+    assert f.text.startswith("The 3 test accuracies span 60.7% to 62.4% (1.7 points), and no two of them differ "
+                             "clearly (each pair compared by their intervals where not scored on the same images)")
+    a, b = planted()
+    apart = findings.spread([scored(a), scored(b), scored(a.copy())], ["a", "b", "a again"])
+    assert apart.direction == "greater" and apart.text.endswith(
+        "; 2 of the 3 pairs differ clearly (compared image by image).")

@@ -50,7 +50,8 @@ def test_points_share_subsets_and_write_records(tiny_ds, tmp_path):
     assert back["frozen 3"]["params"]["per_class"] == 3 and back["frozen 3"]["params"]["profile"] == "smoke"
     assert label_efficiency.same_data(recs[2], tiny_ds) and not label_efficiency.same_data(recs[0], tiny_ds)
     df = label_efficiency.curve_frame({"frozen head": [recs[0], recs[2]], "from scratch": [recs[1]]})
-    assert list(df.columns) == ["method", "per_class", "train_images", "test_accuracy", "run"]
+    assert list(df.columns) == ["method", "per_class", "train_images", "test_accuracy", "test_images", "run"]
+    assert set(df["test_images"]) == {len(tiny_ds.y_test)}  # what each accuracy's interval rests on
     assert df.loc[df["run"] == "frozen 3", "per_class"].item() == 3
     assert df.loc[df["run"] == "frozen None", "train_images"].item() == len(tiny_ds.y_train)
     f = findings.compare_at([3], [recs[0]], [recs[1]], "frozen", "scratch")

@@ -230,3 +230,47 @@ def test_histograms_threshold(tmp_path):
     assert_labelled(ax)
     assert "stand-in" in ax.get_title()
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["test images", "noise", "threshold 0.5"]
+
+
+def _interval_segments(ax, vertical: bool = True) -> dict[float, float]:
+    """The error bars drawn on ``ax``: {centre value: half-length}."""
+    from matplotlib.collections import LineCollection
+
+    out = {}
+    for c in ax.collections:
+        if isinstance(c, LineCollection):
+            for seg in c.get_segments():
+                (x0, y0), (x1, y1) = seg
+                lo, hi = (y0, y1) if vertical else (x0, x1)
+                out[round((lo + hi) / 2, 6)] = (hi - lo) / 2
+    return out
+
+
+WITH_N = RUNS.assign(n=[100, 1000, 10000])
+
+
+@pytest.mark.parametrize("chart, vertical", [
+    (lambda: plots.compare(WITH_N, "params", "test_accuracy", "run", n="n"), True),
+    (lambda: plots.bars(WITH_N, "run", "test_accuracy", n="n"), True),
+    (lambda: plots.bars(WITH_N.assign(run=["a long run name number one", "b", "c"]), "run", "test_accuracy",
+                        n="n"), False),
+    (lambda: plots.lines(WITH_N, "size", "test_accuracy", hue="family", n="n"), True)])
+def test_accuracy_charts_carry_each_runs_interval(chart, vertical):
+    from tlkit.findings import interval
+
+    fig = chart()
+    drawn = _interval_segments(fig.axes[0], vertical)
+    expected = {round(p, 6): interval(p, k) for p, k in zip(WITH_N["test_accuracy"], WITH_N["n"])}
+    assert drawn.keys() == expected.keys()
+    for p, half in expected.items():
+        assert drawn[p] == pytest.approx(half, rel=1e-6)
+    assert not _interval_segments(plots.bars(WITH_N, "run", "test_accuracy").axes[0])  # without n, none
+
+
+def test_no_chart_mixes_training_set_sizes():
+    mixed = RUNS.assign(train_images=[45000, 1350, 45000])
+    for chart in (lambda d: plots.compare(d, "params", "test_accuracy", "run"),
+                  lambda d: plots.bars(d, "run", "test_accuracy"), lambda d: plots.split_accuracies(d)):
+        with pytest.raises(ValueError, match="mix runs on 1,350 and 45,000 training images"):
+            chart(mixed)
+        chart(mixed[mixed["train_images"] == 45000])  # one size: drawn

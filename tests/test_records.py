@@ -15,6 +15,7 @@ import tlkit.records as records
 import tlkit.system as system
 from conftest import CLI_PREFIX, ROOT
 from tlkit import TlkitError
+from tlkit.evaluate import unpack_correct
 from tlkit.records import (RecordError, load_records, make_record, read_records, run_prefix, save_run,
                            to_frame, write_record)
 
@@ -252,8 +253,21 @@ def test_cli_record(cli_run):
     cm = np.array(rec["evaluation"]["test"]["confusion_matrix"])
     assert cm.sum() == rec["evaluation"]["test"]["n"] == sum(rec["dataset"]["counts"]["test"])
     assert m["test_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    # which test images were right, one bit each, and which images: a paired comparison reads them
+    test = rec["evaluation"]["test"]
+    assert len(test["correct"]) == 4 * -(-test["n"] // 24)  # base64 of n/8 bytes
+    assert unpack_correct(test["correct"], test["n"]).mean() == pytest.approx(m["test_accuracy"])
+    assert isinstance(test["images"], str) and test["images"] != rec["evaluation"]["val"]["images"]
     df = load_records(out)
     assert df.loc[0, "metrics.test_accuracy"] == m["test_accuracy"]
+
+
+def test_split_images_counts_what_each_accuracy_was_measured_on():
+    rec = {"evaluation": {"test": {"n": 1500}}, "dataset": {"counts": {"test": [5000, 5000], "val": [40, 60]}}}
+    assert records.split_images(rec) == 1500  # the evaluation's count first
+    assert records.split_images(rec, "val") == 100  # else the split's size
+    assert records.split_images({"dataset": {}}, "val") is None
+    assert records.to_frame([{**rec, "name": "x", "metrics": {}}])["test_images"].tolist() == [1500]
 
 
 # --------------------------------------------------------------------------- what a row is, in words
@@ -344,7 +358,7 @@ def test_the_reference_runs_rows_say_what_was_trained():
     for stem, label in by_file.items():
         if stem.startswith(("01_", "02_curve_scratch", "05_scratch")):
             assert label == records.SCRATCH, stem
-        elif stem.startswith("03_finetune"):
+        elif stem.startswith(("03_finetune", "07_finetune")):
             assert label.startswith("ImageNet weights") and label.endswith(", fine-tuned"), stem
         else:
             assert label.startswith("ImageNet weights") and label.endswith(", frozen"), stem

@@ -87,9 +87,17 @@ def _figure(fig, name: str, root: Path, alt: str, caption: str) -> str:
     return myst_figure(fig, root / GENERATED / f"{name}.png", f"_generated/{name}.png", alt, caption)
 
 
+def _chosen(rows):
+    """The index of the row with the highest validation accuracy (the test set plays no part
+    in a choice), or of the highest test accuracy when a row has no validation accuracy."""
+    on = "val_accuracy" if "val_accuracy" in rows and rows["val_accuracy"].notna().all() else "test_accuracy"
+    return rows[on].idxmax()
+
+
 def _lessons(recs: list[dict], df) -> list[str]:
     """The course's headline comparisons, computed from the records: the best fine-tuned and
-    the best frozen model (on all training images) against the CNN from scratch."""
+    the best frozen model (on all training images, chosen by :func:`_chosen`) against the CNN
+    from scratch."""
     from tlkit import findings
 
     full = df["train_images"].max()
@@ -99,7 +107,7 @@ def _lessons(recs: list[dict], df) -> list[str]:
 
     def top(kind: str) -> dict | None:
         rows = df[(tuned if kind == "finetune" else df["kind"].eq(kind)) & df["train_images"].eq(full)]
-        return recs[int(rows["test_accuracy"].idxmax())] if len(rows) else None
+        return recs[int(_chosen(rows))] if len(rows) else None
 
     scratch = top("scratch")
     if scratch is None:
@@ -172,9 +180,10 @@ def _label_efficiency(recs: list[dict], root: Path, key: str, who: str) -> list[
     wide = curve.pivot_table(index="per_class", columns="method", values="test_accuracy").reset_index()
     pairs = [two_protocols(p, r) for p in frozen for r in recs if r["kind"] == "frozen"]
     notes = [md_text(n) for n in pairs if n]
-    fig = plots.lines(curve, "per_class", "test_accuracy", hue="method", logx=True,
+    fig = plots.lines(curve, "per_class", "test_accuracy", hue="method", logx=True, n="test_images",
                       title="Test accuracy against labelled images per class",
-                      xlabel="labelled training images per class (log scale)", ylabel="test accuracy")
+                      xlabel="labelled training images per class (log scale)",
+                      ylabel="test accuracy (bars: 95% interval)")
     return ["### Label efficiency (notebook 2)", "",
             f"The frozen head learns on cached {px + '-px ' if px else ''}features; the CNN from scratch is "
             "notebook 1's recipe. Both train on the same seeded subsets of the training split; test "
@@ -216,7 +225,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     """One run's results (``title``, Markdown, heads it; ``who`` names the run in captions): its
     label, the key lesson in numbers, tables and plots, runs grouped by how many training images
     they learned from. Whatever the records say is escaped where it enters the page."""
-    from tlkit import plots
+    from tlkit import findings, plots
 
     recs, left_out = published(recs, summary)
     note = ([f"Records of notebooks that did not finish are left out: {', '.join(map(md_text, left_out))}.", ""]
@@ -231,7 +240,7 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     frozen = frozen[frozen["train_images"] == frozen["train_images"].max()].sort_values("img_size")
     if len(frozen):
         small = frozen.iloc[0]
-        best = frozen.loc[frozen["test_accuracy"].idxmax()]
+        best = frozen.loc[_chosen(frozen)]
         frozen_rec = recs[int(small.name)]
         n_train = int(small["train_images"])
         n_test = sum(frozen_rec["dataset"]["counts"]["test"])
@@ -239,9 +248,10 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
         out += [f"Frozen MobileNetV2 ({md_text(source)}) on {md_text(frozen_rec['dataset']['name'])} "
                 f"({n_train:,} training and {n_test:,} test images): "
                 f"**{small['test_accuracy']:.1%}** test accuracy at {md_text(small['img_size'])} px against "
-                f"**{best['test_accuracy']:.1%}** at {md_text(best['img_size'])} px.", ""]
+                f"**{best['test_accuracy']:.1%}** at {md_text(best['img_size'])} px (the size chosen on validation "
+                "accuracy).", ""]
         fig = plots.lines(frozen, "img_size", "test_accuracy", title="Frozen MobileNetV2: test accuracy by input size",
-                          xlabel="input size (px)", ylabel="test accuracy")
+                          xlabel="input size (px)", ylabel="test accuracy (bars: 95% interval)", n="test_images")
         out.append(_figure(fig, f"{key}_frozen_by_size", root,
                            "Line chart of frozen MobileNetV2 test accuracy against input size",
                            f"Notebook 2 ({who}): the same frozen weights and head at each input size."))
@@ -251,7 +261,8 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     out += ["Runs are grouped by the number of training images they learned from: accuracies from "
             "different data sizes are not comparable. *train acc* is scored on images the model was "
             "trained on, *val acc* and *test acc* on held-out images.", ""]
-    for n, group in main.groupby(main["train_images"].fillna(0).astype(int), sort=False):
+    groups = main.groupby(main["train_images"].fillna(0).astype(int), sort=False)
+    for n, group in groups:
         heading = f"on {n:,} training images" if n else "(training-set size not recorded)"
         out += [f"### Notebooks 1–4: runs {heading}", "",
                 md_table(group, {"run": "run", "weights": "weights, training", "img_size": "input px",
@@ -260,10 +271,12 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                                  "wall_seconds": "wall s"},
                          {"train_accuracy": ".3f", "val_accuracy": ".3f", "test_accuracy": ".3f",
                           "gap_train_test_accuracy": "+.3f", "wall_seconds": ".0f"}), ""]
-    fig = plots.split_accuracies(main, label="run", title="Train, validation and test accuracy per run")
-    out.append(_figure(fig, f"{key}_splits", root,
-                       "Grouped bars of train, validation and test accuracy for every run",
-                       f"Gaps at a glance ({who})."))
+        # one chart per training-set size: accuracies from different data sizes are not comparable
+        fig = plots.split_accuracies(group, label="run",
+                                     title=f"Train, validation and test accuracy per run {heading}")
+        out.append(_figure(fig, f"{key}_splits" + (f"_{n}" if len(groups) > 1 else ""), root,
+                           f"Dots of train, validation and test accuracy for every run {heading}",
+                           f"Gaps at a glance ({who}, runs {heading})."))
     comp = _of_kind(df, "comparison")
     if len(comp):
         from tlkit.comparison import entry_label
@@ -285,23 +298,37 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
                           "test_accuracy": "test acc"},
                          {"backbone_params": ",.0f", "images_per_second": ".0f", "wall_seconds": ".0f",
                           "test_accuracy": ".3f"}), ""]
+        spread = findings.spread([recs[i] for i in comp.index], list(comp["backbone"]))
         fig = plots.compare(comp, "backbone_params", "test_accuracy", label="backbone", hue="weights", logx=True,
-                            title="Test accuracy against backbone parameters",
-                            xlabel="backbone parameters (log scale)", ylabel="test accuracy")
+                            title="Test accuracy against backbone parameters"
+                            + (": no two differ beyond the noise" if spread.direction == "none" else ""),
+                            xlabel="backbone parameters (log scale)", ylabel="test accuracy (bars: 95% interval)",
+                            n="test_images")
         out.append(_figure(fig, f"{key}_comparison", root,
                            "Scatter plot of test accuracy against parameters per backbone, by weights source",
                            f"Notebook 4 ({who}): each backbone's frozen features and trained head, "
-                           "marked by where its weights came from."))
+                           f"marked by where its weights came from. {md_text(spread)}"))
     out += _label_efficiency(recs, root, key, who)
     out += _own_images(recs, own)
     abl = _of_kind(df, "ablation")
     abl = abl[[study(recs[i]) == "knob" for i in abl.index]]
     if len(abl):
+        from tlkit.features import head_setting
+
+        runs = [recs[i] for i in abl.index]
+        settings = [head_setting(r["params"]) for r in runs]
+        abl = abl.assign(seed=[r.get("seed") for r in runs], same=findings.setting_groups(settings))
         out += ["### Ablations (notebook 5)", "",
-                md_table(abl, {"run": "ablation", "train_accuracy": "train acc", "val_accuracy": "val acc",
+                md_table(abl, {"run": "ablation", "seed": "seed", "same": "same setting",
+                               "train_accuracy": "train acc", "val_accuracy": "val acc",
                                "test_accuracy": "test acc", "gap_train_val_accuracy": "train−val gap"},
                          {"train_accuracy": ".3f", "val_accuracy": ".3f", "test_accuracy": ".3f",
                           "gap_train_val_accuracy": "+.3f"}), ""]
+        for mark in sorted(set(abl["same"]) - {""}):
+            same = [i for i, m in enumerate(abl["same"]) if m == mark]
+            found = findings.run_to_run([runs[i] for i in same], [runs[i]["name"] for i in same], settings[same[0]],
+                                        mark)
+            out += [f"- Rows marked {mark} train the same setting: {md_text(found)}", ""]
     if summary:
         import pandas as pd
 

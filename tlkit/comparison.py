@@ -85,9 +85,9 @@ def comparison_row(name: str, alpha: float | None, cost: dict, record: dict | No
                    missing: str = NOT_AVAILABLE) -> dict:
     """One row of the comparison table: published facts (with their source), cost measured
     here (``images_per_second``: :func:`measure_backbone`'s timed forward pass), what the
-    weights are, and the test accuracy and extraction throughput (every image of the data set
-    through the backbone once) of the frozen features + head run (``record``, a run record)
-    where there is one; ``missing`` says why there is none."""
+    weights are, and the test accuracy (with the number of its test images) and extraction
+    throughput (every image of the data set through the backbone once) of the frozen features
+    + head run (``record``, a run record) where there is one; ``missing`` says why there is none."""
     facts = get_spec(name).facts(alpha)
     acc = record["metrics"]["test_accuracy"] if record is not None else None
     weights = trained_label(record) if record is not None else missing
@@ -100,7 +100,8 @@ def comparison_row(name: str, alpha: float | None, cost: dict, record: dict | No
             "img_size": cost["img_size"], "images_per_second": cost["images_per_second"],
             "forward_batch": cost.get("batch_size"),
             "extraction_images_per_second": record.get("images_per_second") if record is not None else None,
-            "weights": weights, "test_accuracy": acc}
+            "weights": weights, "test_accuracy": acc,
+            "test_images": findings.test_n(record) if record is not None else None}
 
 
 def cost_sentence(a: dict, b: dict) -> str:
@@ -112,10 +113,10 @@ def cost_sentence(a: dict, b: dict) -> str:
 
 
 def comparison_takeaways(rows: Sequence[dict], recs: dict[str, dict]) -> list[str]:
-    """Computed sentences on a comparison: which rows were measured, which measured model
-    scores highest and by how much (:func:`tlkit.findings.best`), what it costs against the
-    cheapest measured one, and what the width variants give up (:func:`tlkit.findings.compare`).
-    ``recs`` maps a row's model to its run record."""
+    """Computed sentences on a comparison: which rows were measured, which measured model is
+    chosen on validation accuracy and its test accuracy (:func:`tlkit.findings.best`), what it
+    costs against the cheapest measured one, and what the width variants give up
+    (:func:`tlkit.findings.compare`). ``recs`` maps a row's model to its run record."""
     measured = [r for r in rows if r["model"] in recs]
     missing = sorted({r["weights"] for r in rows if r["model"] not in recs})
     kinds = ", ".join(sorted({r["weights"] for r in measured})) or "none"
@@ -124,8 +125,9 @@ def comparison_takeaways(rows: Sequence[dict], recs: dict[str, dict]) -> list[st
     if not measured:
         return out
     names = [r["model"] for r in measured]
-    said = [str(findings.best([recs[n] for n in names], names))]
-    top = max(measured, key=lambda r: r["test_accuracy"])
+    chosen = findings.best([recs[n] for n in names], names)  # chosen on validation accuracy
+    said = [str(chosen)]
+    top = measured[chosen.numbers["chosen"]]
     cheap = min(measured, key=lambda r: r["gflops"])
     if cheap is not top:
         said.append(cost_sentence(top, cheap))

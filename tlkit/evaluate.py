@@ -2,6 +2,8 @@
 its threshold, and the images with the highest loss."""
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -58,8 +60,37 @@ def top_losses_in(ds: Dataset, proba: dict[str, np.ndarray], k: int = 16) -> lis
              "probability": float(p[j].max()), "loss": float(loss[j])} for j in top_losses(p, y, k)]
 
 
-def score(y_true: np.ndarray, proba: np.ndarray, class_names: Sequence[str], k: int = 5) -> dict:
-    """Every metric of one split from labels and predicted probabilities."""
+def pack_correct(correct: np.ndarray) -> str:
+    """Which images a model got right, one bit each (``np.packbits``), as base64 text:
+    10,000 test images take 1,668 characters of a run record."""
+    return base64.b64encode(np.packbits(np.asarray(correct, dtype=bool))).decode("ascii")
+
+
+def unpack_correct(bits: str, n: int) -> np.ndarray:
+    """The ``n`` booleans of :func:`pack_correct`'s text; a text of another length is an error."""
+    raw = np.frombuffer(base64.b64decode(bits, validate=True), dtype=np.uint8)
+    if len(raw) != (n + 7) // 8:
+        raise ValueError(f"per-image results of {len(raw)} bytes cannot hold {n:,} images")
+    return np.unpackbits(raw, count=n).astype(bool)
+
+
+def images_id(x: np.ndarray, y: np.ndarray) -> str:
+    """A short digest of a split's images and labels, in their order: two scorings with the
+    same one were made on the same images, so their per-image results pair up image by image."""
+    h = hashlib.blake2b(digest_size=8)
+    x = np.ascontiguousarray(x)
+    h.update(f"{x.shape}{x.dtype}".encode())
+    h.update(x.tobytes())
+    h.update(np.asarray(y, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def score(y_true: np.ndarray, proba: np.ndarray, class_names: Sequence[str], k: int = 5,
+          images: str | None = None) -> dict:
+    """Every metric of one split from labels and predicted probabilities, with ``correct``,
+    which images were right (:func:`pack_correct`), and ``images``, which images these were
+    (:func:`images_id`, or None when not given): what a paired comparison of two models on
+    the same images reads (:func:`tlkit.findings.compare`)."""
     y_true = np.asarray(y_true)
     n_classes = len(class_names)
     y_pred = proba.argmax(1)
@@ -70,6 +101,7 @@ def score(y_true: np.ndarray, proba: np.ndarray, class_names: Sequence[str], k: 
     out = {
         "n": int(len(y_true)),
         "accuracy": float((y_pred == y_true).mean()),
+        "correct": pack_correct(y_pred == y_true), "images": images,
         "loss": float(image_losses(proba, y_true).mean()),
         f"top{k}_accuracy": top_k_accuracy(y_true, proba, k),
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
@@ -82,6 +114,12 @@ def score(y_true: np.ndarray, proba: np.ndarray, class_names: Sequence[str], k: 
         out.update({f"precision_{avg}": float(prf[0]), f"recall_{avg}": float(prf[1]),
                     f"f1_{avg}": float(prf[2])})
     return out
+
+
+def score_split(model: keras.Model, ds: Dataset, split: str = "test", batch_size: int = 256) -> dict:
+    """:func:`score` of one split of ``ds`` (all its images), with the images' identity."""
+    x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+    return score(y, predict_proba(model, x, batch_size), ds.class_names, images=images_id(x, y))
 
 
 def gaps(train: dict, val: dict | None, test: dict) -> dict:
@@ -100,19 +138,22 @@ def evaluate(model: keras.Model, ds: Dataset, *, batch_size: int = 256, max_trai
     """Score a model on every split of a data set and compute the gaps.
 
     The train split is scored without augmentation, on a seeded sample of at most
-    ``max_train`` images. ``inputs`` replaces the images per split (e.g. cached features).
+    ``max_train`` images. ``inputs`` replaces the images per split (e.g. cached features);
+    each split's ``images`` identity is still that of its images (:func:`score`).
     Returns ``{"train": {...}, "val": {...}, "test": {...}, "summary": {...}}``.
     """
     result: dict = {}
     for split in ("train", "val", "test"):
-        x = (inputs or {}).get(split, getattr(ds, f"x_{split}"))
+        images = getattr(ds, f"x_{split}")
+        x = (inputs or {}).get(split, images)
         y = getattr(ds, f"y_{split}")
         if x is None:
             continue
         if split == "train" and max_train and len(y) > max_train:
             idx = np.random.default_rng(seed).choice(len(y), max_train, replace=False)
-            x, y = x[idx], y[idx]
-        result[split] = score(y, predict_proba(model, x, batch_size), ds.class_names)
+            x, y, images = x[idx], y[idx], None if images is None else images[idx]
+        result[split] = score(y, predict_proba(model, x, batch_size), ds.class_names,
+                              images=None if images is None else images_id(images, y))
     result["summary"] = summarize(result)
     return result
 

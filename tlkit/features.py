@@ -12,6 +12,7 @@ means running without the cache, and temporary files of killed runs are cleaned 
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -216,6 +217,17 @@ def fit_head(feats: Features, ds: Dataset, *, epochs: int = 30, batch_size: int 
                  label_smoothing=label_smoothing, early_stopping=early_stopping,
                  class_weight=class_weight, verbose=verbose)
     return head, result
+
+
+HEAD_KNOBS = ("dropout", "weight_decay", "use_flips", "train_fraction")  # what notebook 5 varies
+
+
+def head_setting(params: dict) -> dict:
+    """The :data:`HEAD_KNOBS` a head was trained with: those in ``params`` (e.g. a run
+    record's), the others at :func:`fit_head`'s defaults. Two heads with the same setting
+    differ only in their seed."""
+    defaults = inspect.signature(fit_head).parameters
+    return {k: params.get(k, defaults[k].default) for k in HEAD_KNOBS}
 
 
 @dataclass

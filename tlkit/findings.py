@@ -2,18 +2,27 @@
 
 Each function compares records and returns a :class:`Finding`: the sentence with its
 numbers and the right direction, or "no clear difference" when the difference lies inside
-the noise. Noise is judged with a binomial interval on the test-set size: an accuracy
-measured on ``n`` images is uncertain by about ``1.96 * sqrt(p (1 - p) / n)`` (95%).
+the noise. Two models scored on the same images are compared image by image, with the exact
+McNemar test (:func:`mcnemar`) on the per-image results their records hold
+(:func:`tlkit.evaluate.score`). Without them, noise is judged with a binomial interval on
+the test-set size: an accuracy measured on ``n`` images is uncertain by about
+``1.96 * sqrt(p (1 - p) / n)`` (95%), and the sentence says the comparison was unpaired.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
+from scipy.stats import binomtest
+
 from tlkit.markup import md_text
 
 Z = 1.96  # two-sided 95%
+ALPHA = 0.05  # the paired test's level, the same 95% as Z
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}  # in sentences
 
 
 @dataclass(frozen=True)
@@ -47,11 +56,14 @@ def _points(x: float) -> str:
 
 
 def test_n(record: dict, split: str = "test") -> int:
-    """How many images a record's accuracy on ``split`` was measured on."""
-    ev = record.get("evaluation", {}).get(split, {})
-    if "n" in ev:
-        return int(ev["n"])
-    return int(sum(record["dataset"]["counts"][split]))
+    """How many images a record's accuracy on ``split`` was measured on
+    (:func:`tlkit.records.split_images`); an error when the record does not say."""
+    from tlkit.records import split_images
+
+    n = split_images(record, split)
+    if n is None:
+        raise KeyError(f"record {record.get('name', '?')!r} does not say how many {split} images it was scored on")
+    return n
 
 
 def accuracy(record: dict, split: str = "test") -> float:
@@ -65,31 +77,189 @@ def _difference(a: dict, a_split: str, b: dict, b_split: str) -> dict:
     return {"a": pa, "b": pb, "difference": pa - pb, "noise": diff_noise(pa, na, pb, nb), "n_a": na, "n_b": nb}
 
 
-def compare(a: dict, b: dict, a_name: str, b_name: str, split: str = "test") -> Finding:
-    """``a`` against ``b`` on one split's accuracy: who is ahead, by how much, or no clear difference."""
+def correctness(record: dict, split: str = "test") -> tuple[np.ndarray, str] | None:
+    """Which of a split's images a record's model got right, and which images these were
+    (:func:`tlkit.evaluate.images_id`); None when the record does not hold both."""
+    from tlkit.evaluate import unpack_correct  # here: reading sentences needs no Keras
+
+    ev = record.get("evaluation", {}).get(split, {})
+    if not ev.get("correct") or not ev.get("images"):
+        return None
+    return unpack_correct(ev["correct"], test_n(record, split)), ev["images"]
+
+
+def paired(a: dict, b: dict, split: str = "test") -> tuple[np.ndarray, np.ndarray] | str:
+    """The per-image results of two records scored on the same images of ``split``, or why
+    they cannot be paired."""
+    ca, cb = correctness(a, split), correctness(b, split)
+    if ca is None or cb is None:
+        return "a record holds no per-image results"
+    if ca[1] != cb[1]:
+        return "the two were scored on different images"
+    return ca[0], cb[0]
+
+
+def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
+    """The exact McNemar test of two models on the same images: of the images exactly one
+    of them gets right (the discordant pairs), how many does each, and the two-sided p-value
+    of a binomial test of those counts against an even split (``scipy.stats.binomtest``)."""
+    a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired results need the same images, not {a.shape} and {b.shape}")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p_value": float(p), "n": int(a.size)}
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _judge(a: dict, b: dict, split: str) -> tuple[str, str, dict]:
+    """``a`` against ``b`` on ``split``: the direction ("greater", "less" or "none"), the
+    evidence in words, and the numbers. Paired (:func:`mcnemar`) when both records hold
+    per-image results on the same images; else the binomial intervals, and the words say so."""
     nums = _difference(a, split, b, split)
     pa, pb, na, nb, d, noise = (nums[k] for k in ("a", "b", "n_a", "n_b", "difference", "noise"))
-    where = f"{split} accuracy {pa:.1%} against {pb:.1%}"
+    images = f"{SPLIT_NAMES.get(split, split)} images"
+    where = f"{SPLIT_NAMES.get(split, split)} accuracy {pa:.1%} against {pb:.1%}"
+    pair = paired(a, b, split)
+    if not isinstance(pair, str):
+        m = mcnemar(*pair)
+        nums.update(test="mcnemar", p_value=m["p_value"], a_only=m["a_only"], b_only=m["b_only"])
+        evidence = (f"{where}; paired on the same {m['n']:,} {images}, {m['a_only']:,} right only with the "
+                    f"first and {m['b_only']:,} only with the second: exact McNemar test {_p(m['p_value'])}")
+        if m["p_value"] >= ALPHA:
+            return "none", evidence, nums
+        return ("greater" if m["a_only"] > m["b_only"] else "less"), evidence, nums
+    nums.update(test="interval")
+    unpaired = f"unpaired intervals, as {pair}"
     if abs(d) <= noise:
-        return Finding(f"{a_name} and {b_name}: no clear difference ({where}; the difference of "
-                       f"{_points(d)} is inside the ±{_points(noise)} noise of {na:,} and {nb:,} "
-                       "test images).", "none", nums)
-    verb = "beats" if d > 0 else "falls behind"
-    return Finding(f"{a_name} {verb} {b_name} by {_points(d)} ({where}; noise ±{_points(noise)}).",
-                   "greater" if d > 0 else "less", nums)
+        return "none", (f"{where}; the difference of {_points(d)} is inside the ±{_points(noise)} noise of "
+                        f"{na:,} and {nb:,} {images}; {unpaired}"), nums
+    return "greater" if d > 0 else "less", f"{where}; noise ±{_points(noise)}; {unpaired}", nums
 
 
-def best(records: Sequence[dict], names: Sequence[str], split: str = "test") -> Finding:
-    """Which of several runs scores highest, and whether it is clearly ahead of the runner-up."""
-    order = sorted(range(len(records)), key=lambda i: accuracy(records[i], split), reverse=True)
-    top, second = order[0], order[1] if len(order) > 1 else None
-    if second is None:
-        return Finding(f"{names[top]}: {split} accuracy {accuracy(records[top], split):.1%}.", "none")
-    c = compare(records[top], records[second], names[top], names[second], split)
-    if c.direction == "none":
-        return Finding(f"{names[top]} scores highest, but not clearly ahead of {names[second]}: "
-                       + c.text[len(f"{names[top]} and {names[second]}: "):], "none", c.numbers)
-    return Finding(f"{names[top]} scores highest: " + c.text, "greater", c.numbers)
+def compare(a: dict, b: dict, a_name: str, b_name: str, split: str = "test") -> Finding:
+    """``a`` against ``b`` on one split's accuracy: who is ahead, by how much, or no clear
+    difference; judged image by image when both were scored on the same images (see :func:`_judge`)."""
+    direction, detail, nums = _judge(a, b, split)
+    if direction == "none":
+        return Finding(f"{a_name} and {b_name}: no clear difference ({detail}).", "none", nums)
+    verb = "beats" if direction == "greater" else "falls behind"
+    return Finding(f"{a_name} {verb} {b_name} by {_points(nums['difference'])} ({detail}).", direction, nums)
+
+
+def spread(records: Sequence[dict], names: Sequence[str], split: str = "test") -> Finding:
+    """How far apart several runs' accuracies on ``split`` lie, and how many pairs of them
+    differ clearly (:func:`compare`, image by image where two were scored on the same
+    images): a chart of them whose axis spans only differences inside the noise should say
+    so. Direction "none" when no pair differs clearly."""
+    if len(records) != len(names):
+        raise ValueError(f"spread needs one name per record, not {len(records)} records and {len(names)} names")
+    acc = [accuracy(r, split) for r in records]
+    if len(records) < 2:
+        return Finding(f"One {SPLIT_NAMES.get(split, split)} accuracy: nothing to compare.", "none",
+                       {"clear_pairs": 0, "pairs": 0})
+    judged = [_judge(records[i], records[j], split) for i in range(len(records)) for j in range(i + 1, len(records))]
+    clear = sum(d != "none" for d, _, _ in judged)
+    paired_all = all(n["test"] == "mcnemar" for _, _, n in judged)
+    how = "image by image" if paired_all else "by their intervals where not scored on the same images"
+    head = (f"The {len(acc)} {SPLIT_NAMES.get(split, split)} accuracies span {min(acc):.1%} to {max(acc):.1%} "
+            f"({_points(max(acc) - min(acc))})")
+    nums = {"low": min(acc), "high": max(acc), "clear_pairs": clear, "pairs": len(judged)}
+    if not clear:
+        return Finding(f"{head}, and no two of them differ clearly (each pair compared {how}): a chart that "
+                       "spreads them over its whole axis magnifies differences inside the noise.", "none", nums)
+    return Finding(f"{head}; {clear} of the {len(judged)} pairs differ clearly (compared {how}).", "greater", nums)
+
+
+def has_split(record: dict, split: str) -> bool:
+    """Whether a record holds an accuracy on ``split``."""
+    return f"{split}_accuracy" in record.get("metrics", {})
+
+
+def best(records: Sequence[dict], names: Sequence[str], select: str = "val", report: str = "test") -> Finding:
+    """The run chosen on ``select`` accuracy (validation: the test set plays no part in the
+    choice), whether it is clearly ahead there of the runner-up, then its ``report`` (test)
+    accuracy, stated once. ``numbers["chosen"]``: the chosen run's index.
+
+    When a record holds no ``select`` accuracy, the choice falls back to ``report`` and the
+    sentence says that the reported accuracy is then optimistic."""
+    if not records or len(records) != len(names):
+        raise ValueError(f"best needs one name per record, not {len(records)} records and {len(names)} names")
+    fallback = not all(has_split(r, select) for r in records)
+    on = report if fallback else select
+    order = sorted(range(len(records)), key=lambda i: accuracy(records[i], on), reverse=True)
+    top = order[0]
+    rep = accuracy(records[top], report)
+    n = test_n(records[top], report)
+    reported = f"{SPLIT_NAMES.get(report, report)} accuracy: {rep:.1%} (±{_points(interval(rep, n))} on {n:,} images)"
+    if fallback:
+        missing = [names[i] for i, r in enumerate(records) if not has_split(r, select)]
+        note = (f" ({', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no "
+                f"{SPLIT_NAMES.get(select, select)} accuracy, so the choice is made on {report} accuracy, "
+                "and that accuracy is optimistic: it picked the winner)")
+    else:
+        note = ""
+    head = f"Chosen on {SPLIT_NAMES.get(on, on)} accuracy{note}: {names[top]}"
+    if len(order) == 1:
+        return Finding(f"{head} ({SPLIT_NAMES.get(on, on)} accuracy {accuracy(records[top], on):.1%}). "
+                       f"Its {reported}.", "none", {"chosen": top, "reported": rep})
+    second = order[1]
+    direction, detail, nums = _judge(records[top], records[second], on)
+    nums = {**nums, "chosen": top, "reported": rep}
+    if direction == "none":
+        return Finding(f"{head}, but not clearly ahead of {names[second]} ({detail}). Its {reported}.",
+                       "none", nums)
+    return Finding(f"{head}, ahead of {names[second]} by {_points(nums['difference'])} ({detail}). "
+                   f"Its {reported}.", "greater", nums)
+
+
+def _value(v) -> str:
+    """A setting's value in words: on/off, or a number as short as it goes."""
+    return ("on" if v else "off") if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def setting_groups(settings: Sequence[dict]) -> list[str]:
+    """A mark for each run: the same letter ("A", "B"…) for runs whose settings are equal,
+    in order of first appearance, and "" for a setting that only one run has."""
+    keys = [json.dumps(s, sort_keys=True, default=str) for s in settings]
+    shared = [k for k in dict.fromkeys(keys) if keys.count(k) > 1]
+    return [chr(ord("A") + shared.index(k)) if k in shared else "" for k in keys]
+
+
+def run_to_run(records: Sequence[dict], names: Sequence[str], setting: dict, mark: str = "",
+               split: str = "val", also: str = "test") -> Finding:
+    """How far runs of one ``setting`` (named ``mark``, as :func:`setting_groups` marks it)
+    spread on ``split`` and ``also`` when only their seeds differ: the run-to-run noise that
+    one run per setting cannot show. The two runs furthest apart on ``also`` are compared
+    image by image (:func:`compare`): a clear difference there is between two trained models,
+    not between two settings."""
+    words = ", ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in setting.items())
+    setting = f"{f'setting {mark}' if mark else 'one setting'} ({words})"
+    if len(records) < 2:
+        return Finding(f"Only one run of {setting}: its run-to-run noise is unknown.", "none", {})
+    seeds = [r.get("seed") for r in records]
+    listed = ", ".join(map(str, seeds))
+    how = (f"differ only in their seeds ({listed})" if len(set(seeds)) == len(seeds)
+           else f"share their seed too ({seeds[0]})" if len(set(seeds)) == 1 else f"have seeds {listed}")
+    nums: dict = {"seeds": seeds}
+    parts = []
+    for sp in (split, also):
+        acc = [accuracy(r, sp) for r in records]
+        nums[sp] = acc
+        nums[f"{sp}_spread"] = max(acc) - min(acc)
+        parts.append(f"{SPLIT_NAMES.get(sp, sp)} accuracy from {min(acc):.1%} to {max(acc):.1%} (a spread of "
+                     f"{_points(max(acc) - min(acc))})")
+    text = f"{len(records)} runs of {setting} {how}: " + ", ".join(parts) + "."
+    acc = nums[also]
+    hi, lo = acc.index(max(acc)), acc.index(min(acc))
+    if hi != lo:
+        c = compare(records[hi], records[lo], names[hi], names[lo], also)
+        nums["extremes"] = c.numbers
+        text += f" The two furthest apart, image by image: {c.text}"
+    return Finding(text, "none", nums)
 
 
 def trend(values: Sequence[float], gaps: Sequence[float], ns: Sequence[int], what: str,
@@ -236,8 +406,10 @@ def confusions(confusion: Sequence[Sequence[int]], class_names: Sequence[str], t
 
 def as_record(score: dict, split: str = "test") -> dict:
     """One split's score (``evaluate.score``'s dict) in the shape :func:`compare` reads, to
-    compare two scorings of one model (e.g. with and without test-time augmentation)."""
-    return {"metrics": {f"{split}_accuracy": score["accuracy"]}, "evaluation": {split: {"n": score["n"]}}}
+    compare two scorings of one model (e.g. with and without test-time augmentation), with
+    its per-image results when it has them."""
+    keep = {k: score[k] for k in ("n", "correct", "images") if k in score}
+    return {"metrics": {f"{split}_accuracy": score["accuracy"]}, "evaluation": {split: keep}}
 
 
 def unknown(chosen: dict, test: dict | None = None, other: dict | None = None) -> Finding:

@@ -116,11 +116,15 @@ def same_data(record: dict, ds: Dataset) -> bool:
 
 
 def curve_frame(curves: dict[str, Sequence[dict]]):
-    """A tidy DataFrame of curve records: method, per_class, train_images, test_accuracy, run."""
+    """A tidy DataFrame of curve records: method, per_class, train_images, test_accuracy,
+    test_images (how many it was measured on), run."""
     import pandas as pd
 
     rows = [{"method": method, "per_class": per_class_of(r), "train_images": sum(r["dataset"]["counts"]["train"]),
-             "test_accuracy": r["metrics"]["test_accuracy"], "run": r["name"]}
+             "test_accuracy": r["metrics"]["test_accuracy"],
+             # as tlkit.records.split_images counts them (a core module does not import records)
+             "test_images": r.get("evaluation", {}).get("test", {}).get("n", sum(r["dataset"]["counts"]["test"])),
+             "run": r["name"]}
             for method, recs in curves.items() for r in recs]
     return pd.DataFrame(rows).sort_values(["method", "per_class"], ignore_index=True)
 

@@ -6,6 +6,10 @@ Figures are sized for the book's content column (about :data:`BOOK_WIDTH_PX` pix
 most :data:`WIDTH` inches wide at :data:`DPI`, so that text keeps about 9 pt or more when the
 page scales them to the column. Long run labels are wrapped and many runs are drawn as
 horizontal rows; legends sit below the axes, where they cover no data.
+
+Accuracy charts draw each accuracy's 95% interval when told how many images it was measured
+on (``n``: :func:`tlkit.findings.interval`), and a chart of runs refuses to mix runs trained on
+different numbers of images (:func:`one_training_size`): their accuracies are not comparable.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 from matplotlib import ticker
+from matplotlib.container import BarContainer
 
 from tlkit.evaluate import per_class_accuracy
 from tlkit.markup import one_line
@@ -110,6 +115,26 @@ def _legend_below(fig: plt.Figure, ax, title: str | None = None) -> None:
     ncol = max(1, min(len(labels), int(fig.get_figwidth() * 72 / (9.5 * 0.6 * (min(longest, 30) + 5)))))
     fig.legend(handles, labels, title=title or None, loc="outside lower center", ncol=ncol,
                frameon=False)
+
+
+def intervals(df, y: str, n: str | None) -> np.ndarray | None:
+    """The 95% interval half-width of each row's accuracy ``df[y]``, measured on ``df[n]``
+    images (:func:`tlkit.findings.interval`); None without ``n``."""
+    if n is None:
+        return None
+    from tlkit.findings import interval
+
+    return np.array([interval(float(p), int(k)) if p == p and k == k else np.nan for p, k in zip(df[y], df[n])])
+
+
+def one_training_size(df, column: str = "train_images") -> None:
+    """Refuse a chart of runs trained on different numbers of images (``df[column]``):
+    their accuracies are not comparable, so each size gets its own chart."""
+    if column in df:
+        sizes = sorted({int(v) for v in df[column].dropna()})
+        if len(sizes) > 1:
+            raise ValueError(f"one chart would mix runs on {' and '.join(f'{s:,}' for s in sizes)} training "
+                             "images, whose accuracies are not comparable: draw one chart per size")
 
 
 def _value_format(values) -> str:
@@ -346,18 +371,23 @@ def _labels_collide(fig: plt.Figure, ax, texts: list) -> bool:
 @_styled
 def compare(df, x: str, y: str, label: str, hue: str | None = None, title: str = "",
             xlabel: str | None = None, ylabel: str | None = None, logx: bool = False,
-            path: str | Path | None = None) -> plt.Figure:
+            n: str | None = None, path: str | Path | None = None) -> plt.Figure:
     """A labelled scatter plot of one column against another (e.g. accuracy vs parameters).
 
     Points carry their labels where these fit; where they would overlap, the points carry
-    numbers and a key below the plot names them.
+    numbers and a key below the plot names them. ``n``: the column of how many images each
+    accuracy ``y`` was measured on; each point then carries its 95% interval.
     """
+    one_training_size(df)
     df = df.reset_index(drop=True)
     labels = _unique(df[label])
     fig, (ax, key) = plt.subplots(2, 1, figsize=(WIDTH, 5.0), layout="constrained",
                                   height_ratios=[4.0, 0.05])
     key.axis("off")
-    sns.scatterplot(data=df, x=x, y=y, hue=hue, style=hue, s=70, ax=ax)
+    err = intervals(df, y, n)
+    if err is not None:
+        ax.errorbar(df[x], df[y], yerr=err, fmt="none", ecolor="0.45", elinewidth=1.2, capsize=4, zorder=1)
+    sns.scatterplot(data=df, x=x, y=y, hue=hue, style=hue, s=70, ax=ax, zorder=2)
     if logx:
         ax.set_xscale("log")
     ax.margins(x=0.08, y=0.1)
@@ -385,11 +415,14 @@ def compare(df, x: str, y: str, label: str, hue: str | None = None, title: str =
 
 @_styled
 def bars(df, x: str, y: str, hue: str | None = None, title: str = "", xlabel: str | None = None,
-         ylabel: str | None = None, path: str | Path | None = None) -> plt.Figure:
+         ylabel: str | None = None, n: str | None = None, path: str | Path | None = None) -> plt.Figure:
     """Labelled bars of one column per row (e.g. accuracy per model or per input size).
 
-    Many categories, or long ones, are drawn as horizontal rows with wrapped labels.
+    Many categories, or long ones, are drawn as horizontal rows with wrapped labels. ``n``:
+    the column of how many images each accuracy ``y`` was measured on; each bar then carries
+    its 95% interval, and its value is written inside it.
     """
+    one_training_size(df)
     data = df.copy()
     text = _is_text(data[x])
     if text:
@@ -409,24 +442,59 @@ def bars(df, x: str, y: str, hue: str | None = None, title: str = "", xlabel: st
         ax.set(xlabel=xlabel or x, ylabel=ylabel or y)
         ax.margins(y=0.1)
     fmt = _value_format(data[y])
+    err = intervals(data, y, n)
     for c in ax.containers:
-        ax.bar_label(c, fmt=fmt, fontsize=SMALL, padding=2)
+        if err is None:
+            ax.bar_label(c, fmt=fmt, fontsize=SMALL, padding=2)
+        else:
+            ax.bar_label(c, fmt=fmt, fontsize=SMALL, label_type="center", color="white", fontweight="bold")
+    if err is not None:
+        _bar_intervals(ax, data, x, y, err, rows)
     _set_title(ax, title or f"{y} by {x}")
     _legend_below(fig, ax)
     return _finish(fig, path)
 
 
+def _bar_intervals(ax, data, x: str, y: str, err: np.ndarray, rows: bool) -> None:
+    """Draw each bar's interval: a bar is matched to its row by category and value."""
+    ticks = ax.get_yticklabels() if rows else ax.get_xticklabels()
+    by_tick = {round(pos): t.get_text() for pos, t in zip(ax.get_yticks() if rows else ax.get_xticks(), ticks)}
+    cats, values = [str(v) for v in data[x]], np.asarray(data[y], dtype=float)
+    for c in [c for c in ax.containers if isinstance(c, BarContainer)]:  # not the error bars drawn here
+        for patch in c:
+            pos = patch.get_y() + patch.get_height() / 2 if rows else patch.get_x() + patch.get_width() / 2
+            value = patch.get_width() if rows else patch.get_height()
+            cat = by_tick.get(round(pos))
+            match = [i for i, k in enumerate(cats) if k == cat and np.isfinite(values[i])]
+            if not match or not np.isfinite(value):
+                continue
+            i = min(match, key=lambda j: abs(values[j] - value))
+            kw = dict(fmt="none", ecolor="0.2", elinewidth=1.2, capsize=4, zorder=3)
+            if rows:
+                ax.errorbar(value, pos, xerr=err[i], **kw)
+            else:
+                ax.errorbar(pos, value, yerr=err[i], **kw)
+
+
 @_styled
 def lines(df, x: str, y: str, hue: str | None = None, title: str = "", xlabel: str | None = None,
-          ylabel: str | None = None, path: str | Path | None = None, logx: bool = False
-          ) -> plt.Figure:
+          ylabel: str | None = None, path: str | Path | None = None, logx: bool = False,
+          n: str | None = None) -> plt.Figure:
     """Lines of one column against another, one per ``hue`` (e.g. accuracy vs input size).
 
     ``logx`` puts x on a log scale (e.g. images per class), ticked at the data's x values
-    when there are few of them.
+    when there are few of them. ``n``: the column of how many images each accuracy ``y`` was
+    measured on; each point then carries its 95% interval, in its line's colour.
     """
     fig, ax = _figure(6.5, 3.8)
     sns.lineplot(data=df, x=x, y=y, hue=hue, style=hue, markers=True, dashes=False, ax=ax)
+    err = intervals(df, y, n)
+    if err is not None:
+        levels = list(dict.fromkeys(df[hue])) if hue is not None else [None]
+        for level, colour in zip(levels, sns.color_palette(n_colors=len(levels))):
+            at = np.ones(len(df), bool) if level is None else np.asarray(df[hue] == level)
+            ax.errorbar(np.asarray(df[x])[at], np.asarray(df[y])[at], yerr=err[at], fmt="none", ecolor=colour,
+                        elinewidth=1.2, capsize=3, alpha=0.8)
     if logx:
         ax.set_xscale("log")
         values = np.unique(np.asarray(df[x], dtype=float))
@@ -469,9 +537,10 @@ def split_accuracies(df, label: str = "run", title: str = "Train, validation and
     """Train, validation and test accuracy of every run, one row per run: the gaps at a glance.
 
     ``df`` has a ``label`` column and ``train_accuracy``, ``val_accuracy``, ``test_accuracy``
-    (those present are drawn). Each row joins a run's accuracies with a line, whose length
-    is the run's largest gap.
+    (those present are drawn), all of runs on one training-set size. Each row joins a run's
+    accuracies with a line, whose length is the run's largest gap.
     """
+    one_training_size(df)
     cols = [c for c in SPLITS if c in df]
     labels = [_wrap(v) for v in _unique(df[label])]
     n = len(labels)

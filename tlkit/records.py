@@ -52,7 +52,7 @@ METRICS = ("train_accuracy", "train_loss", "test_accuracy", "test_loss")  # ever
 # JSON files tlkit writes beside records that are not records: the labels of an exported model.
 NOT_RECORDS = ("_labels.json",)
 PACKAGES = ("tlkit", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy",
-            "scikit-learn", "matplotlib", "papermill")
+            "scikit-learn", "scipy", "matplotlib", "papermill")
 
 
 class RecordError(TlkitError):
@@ -403,9 +403,20 @@ def trained_label(record: dict) -> str:
     return RANDOM_FINETUNED if _fine_tuning(record) else SCRATCH
 
 
+def split_images(record: dict, split: str = "test") -> int | None:
+    """How many images a record's accuracy on ``split`` was measured on: its evaluation's
+    count, else the split's size in its data set (None: neither is recorded)."""
+    n = record.get("evaluation", {}).get(split, {}).get("n")
+    if n is not None:
+        return int(n)
+    counts = record.get("dataset", {}).get("counts", {}).get(split)
+    return int(sum(counts)) if counts else None
+
+
 def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
     """Records as a tidy DataFrame for tables and plots: one row per run with ``run``,
-    ``kind``, ``model``, ``weights``, ``img_size``, sizes, speeds and every metric."""
+    ``kind``, ``model``, ``weights``, ``img_size``, sizes (``train_images``, ``test_images``),
+    speeds and every metric."""
     import pandas as pd
 
     if kinds:
@@ -423,6 +434,7 @@ def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
                      "num_classes": len(r.get("dataset", {}).get("class_names", [])) or None,
                      "train_images": r.get("train_images") or sum(
                          r.get("dataset", {}).get("counts", {}).get("train", []) or [0]) or None,
+                     "test_images": split_images(r, "test"),
                      "wall_seconds": r.get("wall_seconds"), "images_per_second": r.get("images_per_second"),
                      "profile": r.get("params", {}).get("profile"), "backend": r.get("backend"),
                      "created": r.get("created"), **r.get("metrics", {})})
