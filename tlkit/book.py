@@ -260,7 +260,10 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
             {"scratch": 0, "frozen": 1, "finetune": 2, "comparison": 3}) if c.name == "kind" else c)
     out += ["Runs are grouped by the number of training images they learned from: accuracies from "
             "different data sizes are not comparable. *train acc* is scored on images the model was "
-            "trained on, *val acc* and *test acc* on held-out images.", ""]
+            "trained on, *val acc* and *test acc* on held-out images. *wall s* is what each run's own "
+            "step took: a frozen run's feature extraction and head, a fine-tuning run's fine-tuning "
+            "alone (its head and features are those of the frozen run before it), a CNN's whole "
+            "training.", ""]
     groups = main.groupby(main["train_images"].fillna(0).astype(int), sort=False)
     for n, group in groups:
         heading = f"on {n:,} training images" if n else "(training-set size not recorded)"
