@@ -271,3 +271,22 @@ def test_train_throughput_reports_a_batch_that_does_not_fit(monkeypatch):
     Model.error = ValueError("a bad shape")
     with pytest.raises(ValueError, match="a bad shape"):
         bench.train_throughput("resnet50", 8, [8], seconds=0.05, warmup_steps=1)
+
+
+def test_backend_probe_runs_each_backend_in_its_own_process(monkeypatch):
+    import subprocess
+    seen = []
+
+    def run(cmd, env, **kwargs):
+        seen.append((env["KERAS_BACKEND"], env.get("XLA_FLAGS", "")))
+        if bench.XLA_ONEDNN in env.get("XLA_FLAGS", ""):  # a JAX without the experimental flag
+            return subprocess.CompletedProcess(cmd, 1, "", "Unknown flags in XLA_FLAGS")
+        return subprocess.CompletedProcess(cmd, 0, "300.0\n" if env["KERAS_BACKEND"] == "tensorflow" else "100.0\n", "")
+
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    out = bench.backend_probe(["cnn_train"], steps=1)
+    assert [b for b, _ in seen] == ["tensorflow", "jax", "jax"] and bench.XLA_ONEDNN in seen[2][1]
+    assert out["cnn_train"]["ratio"] == 3.0 and out["cnn_train"]["jax_onednn"] is None
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, env, **k: subprocess.CompletedProcess(cmd, 1, "", "boom"))
+    with pytest.raises(TlkitError, match="cnn_train workload failed on tensorflow: boom"):
+        bench.backend_probe(["cnn_train"], steps=1)

@@ -32,6 +32,9 @@ BACKEND_CASES = {"cnn_train": ("cnn", 32, 256, "train"),
                  "mobilenetv2_extraction": ("mobilenetv2", 128, 128, "inference"),
                  "mobilenetv2_finetune_step": ("mobilenetv2", 128, 64, "train")}
 BACKENDS = ("tensorflow", "jax")
+# XLA:CPU's own convolutions are where JAX loses on a CPU; this experimental flag hands them to
+# oneDNN (measured beside plain JAX; a JAX that does not know the flag records None).
+XLA_ONEDNN = "--xla_cpu_experimental_onednn_custom_call=true"
 PARTS = ("course", "kernels", "backends", "resnet50", "scratch", "frozen", "finetune", "models")  # in the order they run
 CPU_PARTS = tuple(p for p in PARTS if p != "resnet50")  # its goal is a GPU figure
 GPU_PARTS = tuple(p for p in PARTS if p not in ("kernels", "backends"))  # TensorFlow's CPU kernels; TF against JAX on a CPU
@@ -235,25 +238,31 @@ def kernel_probe(batch: int = 256, steps: int = 6) -> dict:
 
 
 def backend_probe(cases: list[str], steps: int = 4) -> dict:
-    """Images/s of each :data:`BACKEND_CASES` workload on TensorFlow and on JAX, in float32
-    (each backend in a fresh process: Keras picks its backend once); ``ratio``: TensorFlow's
-    images/s over JAX's, per workload (above 1: JAX is slower)."""
-    out: dict = {"steps": steps, "precision": "float32"}
+    """Images/s of each :data:`BACKEND_CASES` workload on TensorFlow, on JAX, and on JAX with
+    :data:`XLA_ONEDNN` (``jax_onednn``), in float32, each in a fresh process (Keras picks its
+    backend once); ``ratio``: TensorFlow's images/s over plain JAX's (above 1: JAX is slower)."""
+    out: dict = {"steps": steps, "precision": "float32", "jax_onednn_flag": XLA_ONEDNN}
     for name in cases:
         model, size, batch, what = BACKEND_CASES[name]
         figure = "train_step_images_per_second" if what == "train" else "inference_images_per_second"
         row: dict = {"model": model, "img_size": size, "batch": batch}
-        for backend in BACKENDS:
-            code = ("import json, tlkit.bench as b; "
-                    f"r = b.measure_model('{model}', {size}, train_batch={batch}, steps={steps}, "
-                    f"infer_batch={batch}, train={what == 'train'}); print(json.dumps(r['{figure}']))")
+        code = ("import json, tlkit.bench as b; "
+                f"r = b.measure_model('{model}', {size}, train_batch={batch}, steps={steps}, "
+                f"infer_batch={batch}, train={what == 'train'}); print(json.dumps(r['{figure}']))")
+        for key, backend, flags in (("tensorflow", "tensorflow", None), ("jax", "jax", None),
+                                    ("jax_onednn", "jax", XLA_ONEDNN)):
             env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
                    **({"JAX_PLATFORMS": "cpu"} if backend == "jax" else {})}
+            if flags:
+                env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
             proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
+            if proc.returncode == 0:
+                row[key] = float(proc.stdout.strip().splitlines()[-1])
+            elif flags:  # an experimental flag this JAX may not have
+                row[key] = None
+            else:
                 raise TlkitError(f"the {name} workload failed on {backend}: "
                                  f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
-            row[backend] = float(proc.stdout.strip().splitlines()[-1])
         row["ratio"] = round(row["tensorflow"] / row["jax"], 2) if row["jax"] else None
         out[name] = row
     return out
@@ -698,9 +707,15 @@ def bench_markdown(b: dict, fig_dir: Path, fig_prefix: str, title: str | None = 
         lines += ["### TensorFlow against JAX on this CPU", "",
                   f"Float32, one batch held in memory, {md_text(b['backends'].get('steps'))} timed steps after "
                   "a traced one, each backend in its own process.", "",
-                  "| workload | px | batch | TensorFlow img/s | JAX img/s | TensorFlow / JAX |", "|---|---|---|---|---|---|"]
+                  "| workload | px | batch | TensorFlow img/s | JAX img/s | JAX with oneDNN convolutions img/s "
+                  "| TensorFlow / JAX |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {md_text(n.replace('_', ' '))} | {md_text(r['img_size'])} | {md_text(r['batch'])} | "
-                  f"{r['tensorflow']:,.1f} | {r['jax']:,.1f} | {md_text(r['ratio'])} |" for n, r in be.items()] + [""]
+                  f"{r['tensorflow']:,.1f} | {r['jax']:,.1f} | "
+                  + (f"{r['jax_onednn']:,.1f}" if r.get("jax_onednn") else "–")
+                  + f" | {md_text(r['ratio'])} |" for n, r in be.items()]
+        lines += ["", f"JAX with oneDNN convolutions: XLA's flag {md_code(b['backends'].get('jax_onednn_flag'))} "
+                  "(experimental), which hands XLA:CPU's convolutions to oneDNN, the library behind "
+                  "TensorFlow's CPU kernels.", ""]
     k = b.get("cpu_kernels") or {}
     rows = {w: r for w, r in k.items() if isinstance(r, dict)}
     if rows:
