@@ -20,7 +20,7 @@ endif
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(BACKEND)
 
-.PHONY: setup course test test-page clean
+.PHONY: setup course test test-page book-pages clean
 
 setup: $(STAMP)
 
@@ -61,11 +61,18 @@ endif
 	# [serve] and [course] keeps it, and notebooks 01 and 06 run there (smoke)
 	bash .ci/colab_like.sh
 
-# The camera page in headless Chromium: Debian's chromium package, driven by Playwright.
+# The camera page and the book's page checker in headless Chromium: Debian's chromium
+# package, driven by Playwright.
 test-page: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pip install -q -e ".[browser]"
-	$(BIN)/python -m pytest tests/test_page.py -m browser -q
+	$(BIN)/python -m pytest tests/test_page.py tests/test_book_pages.py -m browser -q
+
+# The book (from the committed reference run) at a laptop's and a phone's width: screenshots
+# and pages.json in runs/book-pages; fails when a page has a problem.
+book-pages: test-page
+	$(BIN)/tlkit book build
+	$(BIN)/python benchmarks/book_pages.py --out runs/book-pages
 
 clean:
 	rm -rf _build runs book/notebooks book/_generated book/results.md book/performance.md
