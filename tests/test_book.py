@@ -573,3 +573,12 @@ def test_no_results_chart_mixes_training_set_sizes(root):
         "mix_splits_1000.png", "mix_splits_100.png"}
     assert ("The 2 test accuracies span 50.0% to 52.0% (2.0 points), and no two of them differ clearly"
             in section)
+
+
+def test_si_writes_large_counts_readably():
+    from tlkit.markup import si
+
+    assert si(1416462336) == "1.42 G" and si(1416462336, "FLOP") == "1.42 GFLOP"
+    assert (si(2270794), si(12810), si(950), si(0), si(100_000)) == ("2.27 M", "12.8 k", "950", "0", "100 k")
+    assert si(999_999) == "1.00 M" and si(-2_500_000) == "-2.50 M"  # the prefix of the rounded value
+    assert si(1e18) == "1,000 P" and si(float("nan")) == "nan"

@@ -95,3 +95,48 @@ def test_a_random_backbone_keeps_the_weights_its_features_came_from(tiny_ds):
     again = classifier_with_head(run.head_run, tiny_ds, weights="none", alpha=0.35)
     assert again.augment == ("flip",) and again.head is not run.clf.head
     assert _same(again.extractor.get_weights(), run.clf.extractor.get_weights())
+
+
+def _bn_net() -> keras.Model:
+    """Dense → BatchNormalization → Dense → BatchNormalization → Dense (5 layers with weights)."""
+    inputs = keras.Input((6,))
+    x = inputs
+    for i, width in enumerate((8, 8)):
+        x = keras.layers.Dense(width, name=f"dense_{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(x))
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("bn_trains", [False, True])
+def test_weight_changes_shows_what_a_fit_moved(bn_trains):
+    """Notebook 3's table: after thawing the last 3 layers with BatchNormalization frozen only
+    the last layers' kernels change; when BatchNormalization trains, its arrays and moving
+    statistics change too, and the table says so."""
+    from tlkit.finetune import BN_SCALE, BN_STATS, KERNELS, LARGEST_CHANGE, weight_changes
+
+    set_seed(0)
+    net = _bn_net()
+    for i, layer in enumerate(net.layers):  # Input, dense_0, bn_0, dense_1, bn_1, out
+        layer.trainable = i >= len(net.layers) - 3 and (
+            bn_trains or not isinstance(layer, keras.layers.BatchNormalization))
+    net.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    before = net.get_weights()
+    x = np.random.default_rng(0).normal(2, 3, (64, 6)).astype("float32")
+    net.fit(x, np.arange(64) % 3, epochs=1, batch_size=16, verbose=0)
+    table = weight_changes(net, before, last_n=3)
+    assert table.loc[("first 3", KERNELS), "changed"] == 0
+    assert table.loc[("first 3", BN_STATS), "changed"] == 0 and table.loc[("last 3", BN_STATS), "arrays"] == 2
+    assert table.loc[("last 3", KERNELS), "changed"] == 4  # dense_1 and out: kernel and bias
+    assert table.loc[("last 3", KERNELS), LARGEST_CHANGE] > 0
+    assert list(table.index) == [(a, b) for a in ("first 3", "last 3") for b in (KERNELS, BN_SCALE, BN_STATS)]
+    assert table["parameters"].sum() == net.count_params()
+    moved_bn = table.loc[("last 3", BN_SCALE), "changed"] + table.loc[("last 3", BN_STATS), "changed"]
+    assert moved_bn == (4 if bn_trains else 0)
+
+
+def test_weight_changes_needs_the_same_architecture():
+    from tlkit.finetune import weight_changes
+
+    with pytest.raises(ModelError, match="same architecture"):
+        weight_changes(_bn_net(), _bn_net().get_weights()[:-1], last_n=2)

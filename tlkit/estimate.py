@@ -249,6 +249,10 @@ def _work_03(s: dict) -> Work:
     for epochs in (s["finetune_epochs"], per_stage * len(s["stages"])):  # last N, then progressive
         w.add(split[0], _scaled(COSTS["finetune_train_s"], s["img_size"]), s["batch_size"], epochs)
         _evaluate(w, split, extract, tta=True)
+    classes = SIZES[s["dataset"]][0]
+    few = min(30, split[0] // classes) * classes  # the plain-Keras cells: an epoch a phase
+    w.add(few, extract, s["batch_size"])
+    w.add(few, _scaled(COSTS["finetune_train_s"], s["img_size"]), s["batch_size"])
     return w
 
 

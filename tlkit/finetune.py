@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import keras
+import numpy as np
 
 from tlkit.data import Dataset
 from tlkit.features import ProbeRun, probe
@@ -105,3 +106,48 @@ def fine_tune(base: str, ds: Dataset, *, img_size: int | None = None, weights: s
         with device_scope():
             result = fit_dataset(clf, ds, epochs=epochs, lr=finetune_lr or lr / 10, **kwargs)
     return FineTuneRun(head_run, clf, result)
+
+
+# What a backbone's weight arrays are, for :func:`weight_changes`, in the order it shows them.
+KERNELS = "kernels and biases"
+BN_SCALE = "BatchNormalization gamma, beta"
+BN_STATS = "BatchNormalization moving mean, variance"
+MEDIAN_CHANGE, LARGEST_CHANGE = "median change (%)", "largest change (%)"
+
+
+def _part(layer: keras.layers.Layer, variable) -> str:
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        return KERNELS
+    return BN_STATS if variable.name.startswith("moving_") else BN_SCALE
+
+
+def weight_changes(model: keras.Model, before: list[np.ndarray], last_n: int):
+    """Which of ``model``'s weight arrays differ from ``before`` (``model.get_weights()`` taken
+    earlier, or those of a model of the same architecture), by where they sit (the first
+    layers, or the last ``last_n``) and what they are (:data:`KERNELS`, :data:`BN_SCALE`,
+    :data:`BN_STATS`): a DataFrame with the arrays, parameters and changed arrays of each
+    group, and the median and largest relative change of its arrays (``|after - before| /
+    |before|``, in percent, to two significant digits)."""
+    import pandas as pd
+
+    now = model.get_weights()
+    if len(now) != len(before) or any(a.shape != np.shape(b) for a, b in zip(now, before)):
+        raise ModelError(f"{model.name} has {len(now)} weight arrays; the {len(before)} given "
+                         "before are not those of the same architecture")
+    cut = max(len(model.layers) - last_n, 0)
+    first, last = f"first {cut}", f"last {len(model.layers) - cut}"
+    where = {id(v): (last if i >= cut else first, _part(layer, v))
+             for i, layer in enumerate(model.layers) for v in layer.weights}
+    rows = []
+    for v, a, b in zip(model.weights, before, now):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        rows.append({"layers": where[id(v)][0], "weights": where[id(v)][1], "parameters": a.size,
+                     "changed": not np.array_equal(a, b),
+                     "change": 100 * float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-12))})
+    table = pd.DataFrame(rows).groupby(["layers", "weights"]).agg(
+        arrays=("changed", "size"), parameters=("parameters", "sum"), changed=("changed", "sum"),
+        **{MEDIAN_CHANGE: ("change", "median"), LARGEST_CHANGE: ("change", "max")})
+    for col in (MEDIAN_CHANGE, LARGEST_CHANGE):
+        table[col] = [float(f"{x:.2g}") for x in table[col]]
+    order = [(part_of, w) for part_of in (first, last) for w in (KERNELS, BN_SCALE, BN_STATS)]
+    return table.reindex([i for i in order if i in table.index]).astype({"changed": int})
