@@ -26,6 +26,7 @@ import secrets
 import shutil
 import socket
 import sys
+import textwrap
 import time
 from pathlib import Path
 from types import ModuleType
@@ -105,40 +106,39 @@ CHANGES = {
 RUN_SETTINGS = dict(seed=0, data_dir=None, weights_dir=None, out_dir="runs/interactive")
 # What a setting means, written beside it in the parameters cells: "all" notebooks, or one.
 NOTES = {
-    "all": dict(profile='None: $TLKIT_PROFILE, else "gpu" (the settings below) on a GPU, else "cpu"',
+    "all": dict(profile='None: $TLKIT_PROFILE, else "gpu" on a GPU, else "cpu"',
                 limit_per_class="e.g. 500 for a quick run",
                 alpha="MobileNetV2 width multiplier",
                 weights='"imagenet", "none" (random), or a weights file',
-                data_dir="local data sets (default: $TLKIT_DATA_DIR), searched before any download",
-                weights_dir="local ImageNet weights (default: $TLKIT_WEIGHTS_DIR, then ~/.keras/models)",
+                data_dir="local data sets (default: $TLKIT_DATA_DIR)",
+                weights_dir="local ImageNet weights (default: $TLKIT_WEIGHTS_DIR)",
                 out_dir="run records and figures go here"),
     "01": dict(early_stopping="epochs without a better validation loss; None: off"),
     "02": dict(sizes="input sizes the backbone sees",
-               curve_img_size="label-efficiency curve: the input size of the frozen side",
-               curve_counts='labelled training images per class (the curve adds "all")',
-               curve_min_images="each curve point trains on at least this many images (small sets: more epochs)"),
+               curve_img_size="label-efficiency curve: the frozen head's input size",
+               curve_counts='labelled images per class (the curve adds "all")',
+               curve_min_images="each curve point trains on at least this many images"),
     "03": dict(head_epochs="phase 1, on cached features", finetune_epochs="phase 2",
                unfreeze_last="layers of the backbone to unfreeze at once",
                stages="progressive unfreezing: layers unfrozen at each stage",
                finetune_lr="phase 2: about 10x below the head's rate"),
     "04": dict(models_to_compare="each at full width; narrower MobileNet variants are added after them"),
     "05": dict(ablation_img_size="frozen MobileNetV2 features for the head ablations",
-               scratch_limit_per_class="the from-scratch augmentation ablation uses a small set"),
-    "06": dict(threshold='below this top-class probability the service answers "unknown"',
-               data_dir="local data sets (default: $TLKIT_DATA_DIR)",
+               scratch_limit_per_class="the from-scratch augmentation ablation's small set"),
+    "06": dict(threshold='the service answers "unknown" below this probability',
                weights_dir="not used here: the model file holds its weights",
                out_dir="the run folder of notebook 3"),
     "07": dict(dataset='your folder (a sub-folder per class) or archive; "flowers"; "generated": drawn shapes '
                        'with planted mistakes',
-               image_size="the size the model sees; each photo is decoded straight to it",
+               image_size="the size the model sees (photos are decoded to it)",
                crop='non-square photos: "center" (keep the middle), "pad" (letterbox) or "squash"',
                finetune_epochs="0: keep the frozen head", other_count="how many of them to check",
                near_duplicate="cosine similarity of frozen features from which two photos are near-duplicates",
-               target_precision="the 'unknown' threshold keeps this precision on the validation split",
+               target_precision="the 'unknown' threshold keeps this validation precision",
                other_images="photos of none of the classes: a folder, an archive or a built-in data set",
                photo="a photo to classify at the end; None: upload one in Colab, else a test photo"),
 }
-CELL_WIDTH = 100  # a list longer than this goes on to the next line
+CELL_WIDTH = 88  # no line is longer; a longer list goes on to the next line, a longer note above
 NOTE_COLUMN = 30  # the notes of short lines start in this column
 
 
@@ -176,15 +176,17 @@ def _assignment(name: str, value) -> str:
 def parameters_cell(nb: str) -> str:
     """The source of notebook ``nb``'s parameters cell, generated from the table: ``profile``,
     the ``gpu`` settings in table order, then :data:`RUN_SETTINGS`, each with its note
-    (beside it, or above a setting that takes several lines)."""
+    (beside it, or above a setting that takes several lines or leaves no room for it), no
+    line longer than :data:`CELL_WIDTH`."""
     notes = {**NOTES["all"], **NOTES.get(nb, {})}
     lines = []
     for name, value in {"profile": None, **GPU[nb], **RUN_SETTINGS}.items():
         code, note = _assignment(name, value), notes.get(name)
-        if note and "\n" in code:
-            code = f"# {note}\n{code}"
+        beside = f"{code.ljust(NOTE_COLUMN - 2)}  # {note}"
+        if note and ("\n" in code or len(beside) > CELL_WIDTH):
+            code = "\n".join(f"# {line}" for line in textwrap.wrap(note, CELL_WIDTH - 2)) + "\n" + code
         elif note:
-            code = f"{code.ljust(NOTE_COLUMN - 2)}  # {note}"
+            code = beside
         lines.append(code)
     return "\n".join(lines)
 
