@@ -582,3 +582,18 @@ def test_si_writes_large_counts_readably():
     assert (si(2270794), si(12810), si(950), si(0), si(100_000)) == ("2.27 M", "12.8 k", "950", "0", "100 k")
     assert si(999_999) == "1.00 M" and si(-2_500_000) == "-2.50 M"  # the prefix of the rounded value
     assert si(1e18) == "1,000 P" and si(float("nan")) == "nan"
+
+
+def test_pages_fold_cells_as_the_course_notebook_does():
+    """A reference run older than a cell's hide-output tag shows that cell folded too; other
+    tags, and cells the course notebook no longer has, are kept."""
+    from tlkit.book import presentation_from
+
+    executed = {"cells": [{"id": "a", "metadata": {"tags": ["injected-parameters"]}},
+                          {"id": "b", "metadata": {"tags": ["hide-input", "parameters"]}},
+                          {"id": "gone", "metadata": {"tags": ["hide-output"]}}, {"metadata": {}}]}
+    course_nb = {"cells": [{"id": "a", "metadata": {"tags": ["hide-output"]}},
+                           {"id": "b", "metadata": {"tags": ["parameters"]}}]}
+    presentation_from(executed, course_nb)
+    assert [c["metadata"].get("tags") for c in executed["cells"]] == [
+        ["injected-parameters", "hide-output"], ["parameters"], ["hide-output"], None]

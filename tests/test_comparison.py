@@ -109,13 +109,21 @@ def test_comparison_rows_and_table():
     assert list(table[acc]) == ["—", "80.0%", "—"]
     assert list(table["source"]) == ["Keras Applications table", "Keras Applications table",
                                      "TF-slim MobileNetV2 checkpoint table"]
-    assert list(table["GFLOPs at 96 px"]) == ["1.42", "0.11", "0.022"]
+    assert list(table.index) == ["resnet50", "mobilenetv2", "mobilenetv2 alpha 0.35"]
+    assert list(table["FLOPs at 96 px"]) == ["1.42 GFLOP", "110 MFLOP", "22.0 MFLOP"]
     # two throughputs, named apart: every row's timed forward pass, a measured row's extraction
     assert list(table["forward img/s"]) == ["50", "300", "900"]
     assert list(table["extraction img/s (data set)"]) == ["—", "345", "—"]
     rows = [{**r, "forward_batch": 64} for r in rows]
     assert comparison.forward_column(rows) == "forward img/s (batch of 64)"
-    assert list(table["backbone params (here, no top)"]) == ["23.59M", "2.26M", "0.41M"]
+    assert list(table["backbone params (here, no top)"]) == ["23.6 M", "2.26 M", "410 k"]
+    assert list(table["params (published, with top)"]) == ["25.6 M", "3.50 M", "1.66 M"]
+    costs = comparison.costs_table([{**COST[m], "model": m.split()[0], "alpha": 0.35 if "alpha" in m else None,
+                                     "batch_size": 64} for m in COST])
+    assert list(costs.index) == list(COST) and list(costs["FLOPs per image at 96 px"]) == [
+        "110 MFLOP", "22.0 MFLOP", "1.42 GFLOP"]
+    assert list(costs["backbone params (no top)"]) == ["2.26 M", "410 k", "23.6 M"]
+    assert list(costs["forward img/s (batch of 64)"]) == ["300", "900", "50"]
 
 
 def test_comparison_takeaways_transfer(tmp_path):

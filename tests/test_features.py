@@ -64,6 +64,9 @@ def test_extract_features_cached(tiny_ds, cache_dir, cnn_weights):
         assert np.array_equal(a.splits[k], b.splits[k])
     assert _files(cache_dir) == files
     assert b.info()["from_cache"] == b.cached
+    n = len(tiny_ds.y_train)
+    assert b.describe().startswith(f"cnn features at 32 px ({b.weights_source}): {b.dim:,} per image; train {n:,},")
+    assert b.describe().endswith("read from the cache: train, val, test") and "from the cache" not in a.describe()
 
     # the key changes with the input size ...
     c = extract_features("cnn", tiny_ds, img_size=48, weights=w)

@@ -32,9 +32,11 @@ def test_badge_and_install_cell_follow_config(path):
     generated = course.colab_badge(path.stem, course.book_config(ROOT))
     assert badge in generated and generated in "".join(cells[0]["source"]).splitlines(), (
         f"{path.name}'s Colab badge differs from _config.yml: run python -m tlkit.course --sync-badges")
+    # the install cell names the repository once, REPO, which IPython expands in %pip's line
+    assert re.findall(r'^REPO = "([^"]+)"$', text, re.M) == [url]
     installs = re.findall(r'%pip install -q "([^"]+)"', text)
     extra = "[serve]" if path.stem.startswith("06") else ""  # the appendix serves a model
-    assert installs == [f"tlkit{extra} @ git+{url}"]  # no course extras in Colab
+    assert installs == [f"tlkit{extra} @ git+{{REPO}}"]  # no course extras in Colab
 
 
 def test_no_other_repository_url():

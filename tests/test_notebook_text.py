@@ -1,5 +1,6 @@
-"""The notebooks' prose states no measured result: numbers that come from a run (accuracies,
-differences in points, speeds, wall times) are printed by code from records, never typed."""
+"""The notebooks read well: their prose states no measured result (numbers that come from a run,
+accuracies, differences in points, speeds, wall times, are printed by code from records, never
+typed), their code fits the book's column, and their epoch logs are folded."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tlkit.course import NOTEBOOKS
+from tlkit.course import CELL_WIDTH, NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
 # an accuracy (0.853, 85.3%), a difference in points, a speed or a measured duration
@@ -33,3 +34,26 @@ def test_the_check_finds_typed_results():
              "at 594 img/s", "in 757 s"]
     assert all(MEASURED.search(t) for t in typed)
     assert not MEASURED.search("a learning rate about 10× lower, 32×32 images, a 5× smaller backbone")
+
+
+def code_cells(path: Path) -> list[dict]:
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_code_fits_the_column(name):
+    """No code line is longer than the book's code column holds at a laptop's width
+    (_static/tlkit.css): a longer line would wrap and go on at the left edge."""
+    long = [(c.get("id"), line) for c in code_cells(ROOT / "notebooks" / f"{name}.ipynb")
+            for line in "".join(c["source"]).splitlines() if len(line) > CELL_WIDTH]
+    assert not long, f"{name}: code lines over {CELL_WIDTH} characters: {long}"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_epoch_logs_are_folded(name):
+    """A cell that prints a line per epoch (verbose=2) shows its output folded on its page."""
+    open_logs = [c.get("id") for c in code_cells(ROOT / "notebooks" / f"{name}.ipynb")
+                 if "verbose=2" in "".join(c["source"])
+                 and "hide-output" not in c.get("metadata", {}).get("tags", [])]
+    assert not open_logs, f"{name}: tag these cells hide-output: {open_logs}"

@@ -362,3 +362,35 @@ def test_the_reference_runs_rows_say_what_was_trained():
             assert label.startswith("ImageNet weights") and label.endswith(", fine-tuned"), stem
         else:
             assert label.startswith("ImageNet weights") and label.endswith(", frozen"), stem
+
+
+def test_recorder_keeps_a_record_in_one_call(tmp_path):
+    """Recorder.save: the notebook's settings and data set given once, the run's own parts, a
+    classifier's info or a probe's fields; the seed from the settings."""
+    class Data:
+        def __init__(self, name):
+            self.name = name
+
+        def info(self):
+            return {"name": self.name, "class_names": ["a", "b"]}
+
+    class Clf:
+        def info(self):
+            return {"base": "cnn", "img_size": 32}
+
+    class Probe:
+        def record_fields(self):
+            return {"model": {"base": "mobilenetv2", "frozen": True}, "evaluation": ev,
+                    "wall_seconds": 3.0, "images_per_second": 50.0}
+
+    ev = {"summary": {"train_accuracy": 1.0, "train_loss": 0.1, "test_accuracy": 0.5, "test_loss": 0.7}}
+    rec = records.Recorder(tmp_path, {"seed": 3, "lr": 0.1}, Data("synthetic"))
+    one = rec.save("01_x", "01 x", kind="scratch", model=Clf(), evaluation=ev, params={"lr": 0.2})
+    two = rec.save("02_y", "02 y", kind="frozen", run=Probe(), dataset=Data("other"))
+    assert [r["name"] for r in read_records(tmp_path)] == ["01 x", "02 y"]
+    assert one["params"] == {"seed": 3, "lr": 0.2} and one["seed"] == 3 and one["model"]["img_size"] == 32
+    assert two["dataset"]["name"] == "other" and two["wall_seconds"] == 3.0 and two["model"]["frozen"]
+    with pytest.raises(RecordError, match="03_z: give run=, or model= and evaluation="):
+        rec.save("03_z", "03 z", kind="scratch", model=Clf())
+    with pytest.raises(RecordError, match="no data set"):
+        records.Recorder(tmp_path, {}).save("03_z", "03 z", kind="scratch", model=Clf(), evaluation=ev)

@@ -28,7 +28,7 @@ from conftest import CLI_PREFIX, ROOT, SHARED  # noqa: E402
 from servekit import NAMES, bomb_png, encode, image_bytes, tiny_model  # noqa: E402
 from tlkit.modelfile import ModelFileError, save_model  # noqa: E402
 from tlkit.predict import Limits, Predictor, decode_image  # noqa: E402
-from tlkit.service import _UploadGuard, app_from_model, create_app, running  # noqa: E402
+from tlkit.service import _UploadGuard, answer_text, app_from_model, create_app, running  # noqa: E402
 
 LIMITS = Limits(max_bytes=200_000, max_pixels=4_000_000, max_files=4, top_k=2)
 
@@ -96,6 +96,15 @@ def test_unknown_below_threshold(model_file):
         j = c.post("/predict", files=_upload(image_bytes())).json()
     assert j["label"] == "unknown" and j["unknown"] is True and j["confidence"] < 0.99
     assert j["top_k"][0]["label"] in NAMES
+    top = j["top_k"][0]
+    assert answer_text(j).startswith(f"unknown (the top class is below the threshold); top-class "
+                                     f"probability {j['confidence']:.3f}; top classes: {top['label']} ")
+
+
+def test_answer_text_says_the_answer_in_words():
+    answer = {"label": "cat", "confidence": 0.91234, "unknown": False,
+              "top_k": [{"label": "cat", "probability": 0.91234}, {"label": "dog", "probability": 0.05}]}
+    assert answer_text(answer) == "cat; top-class probability 0.912; top classes: cat 0.912, dog 0.050"
 
 
 def test_batch(client, predictor):

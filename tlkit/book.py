@@ -533,10 +533,34 @@ def unexecuted_banner(summary: dict) -> str:
             f"next regeneration of the reference runs it:\n`{REGENERATE}`.\n```")
 
 
-def _with_banner(src: Path, dest: Path, banner: str, pairs: list[tuple[str, str]]) -> None:
+# Cell tags that only say how a page shows a cell (Jupyter Book folds or leaves out its code or
+# output); the course notebook's tags win over those of an older executed copy.
+PRESENTATION_TAGS = ("hide-input", "hide-output", "hide-cell", "remove-input", "remove-output", "remove-cell")
+
+
+def _tags(cell: dict) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def presentation_from(nb: dict, course_nb: dict) -> None:
+    """Give each cell of executed notebook ``nb`` the :data:`PRESENTATION_TAGS` of the course
+    notebook's cell with the same id (a reference run made before a cell was folded shows it
+    folded too); its other tags and cells without a counterpart stay as they are."""
+    tags = {c.get("id"): [t for t in _tags(c) if t in PRESENTATION_TAGS] for c in course_nb.get("cells", [])}
+    for cell in nb.get("cells", []):
+        if cell.get("id") in tags:
+            kept = [t for t in _tags(cell) if t not in PRESENTATION_TAGS] + tags[cell["id"]]
+            cell.setdefault("metadata", {})["tags"] = kept
+
+
+def _with_banner(src: Path, dest: Path, banner: str, pairs: list[tuple[str, str]],
+                 course_nb: Path | None = None) -> None:
     """Copy an executed notebook with the run banner as its second cell and this machine's
-    paths made relative (``pairs``, see :func:`portable`)."""
+    paths made relative (``pairs``, see :func:`portable`); with ``course_nb``, its cells folded
+    as the course notebook folds them (:func:`presentation_from`)."""
     nb = json.loads(_relative(src.read_text(encoding="utf-8"), pairs))
+    if course_nb is not None and course_nb.is_file():
+        presentation_from(nb, json.loads(course_nb.read_text(encoding="utf-8")))
     cell = {"cell_type": "markdown", "id": BANNER_ID, "metadata": {}, "source": banner}
     nb["cells"] = [c for c in nb["cells"] if c.get("id") != BANNER_ID]
     nb["cells"].insert(1 if nb["cells"] else 0, cell)
@@ -567,7 +591,8 @@ def build_book(run: str | Path | None = None, root: str | Path = ".", log=print)
     pairs = _portable_pairs(run_dir, root, summary)
     for n in NOTEBOOKS:
         if n in ran:
-            _with_banner(run_dir / f"{n}.ipynb", dest / f"{n}.ipynb", run_banner(summary, recs, n), pairs)
+            _with_banner(run_dir / f"{n}.ipynb", dest / f"{n}.ipynb", run_banner(summary, recs, n), pairs,
+                         root / "notebooks" / f"{n}.ipynb")
         else:  # newer than the reference run: its source, without outputs
             _with_banner(source_notebooks(root / "notebooks") / f"{n}.ipynb", dest / f"{n}.ipynb",
                          unexecuted_banner(summary), pairs)

@@ -14,6 +14,7 @@ import numpy as np
 
 from tlkit import findings
 from tlkit.flops import forward_flops
+from tlkit.markup import si
 from tlkit.models import build_extractor, get_spec
 from tlkit.records import trained_label
 
@@ -142,6 +143,22 @@ def comparison_takeaways(rows: Sequence[dict], recs: dict[str, dict]) -> list[st
     return out + said
 
 
+def costs_table(costs: Sequence[dict]):
+    """What each backbone costs here (:func:`measure_backbone`'s dicts), one row a model:
+    parameters and FLOPs per image written readably (``1.42 GFLOP``), and the images per
+    second of the timed forward pass (:func:`forward_column` names it)."""
+    import pandas as pd
+
+    size = costs[0]["img_size"] if costs else "?"
+    return pd.DataFrame([{
+        "model": entry_label(c["model"], c["alpha"]),
+        "backbone params (no top)": si(c["backbone_params"]),
+        f"FLOPs per image at {size} px": si(c["forward_flops"], "FLOP"),
+        forward_column([{"forward_batch": c.get("batch_size")} for c in costs]):
+            f"{c['images_per_second']:.0f}",
+    } for c in costs]).set_index("model")
+
+
 def facts_table(entries: Sequence[tuple[str, float | None]]):
     """The published ImageNet facts of each (model, alpha), with their full source."""
     import pandas as pd
@@ -151,9 +168,9 @@ def facts_table(entries: Sequence[tuple[str, float | None]]):
         f = get_spec(name).facts(alpha)
         rows.append({"model": entry_label(name, alpha), "ImageNet top-1": _pct(f.top1 if f else None),
                      "at px": f.size if f else None,
-                     "params (M, with top)": f.params_m if f else None,
+                     "params (with top)": si(f.params_m * 1e6) if f else "—",
                      "source": f.source if f else "no published figure recorded"})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).set_index("model")
 
 
 def _pct(x: float | None) -> str:
@@ -180,13 +197,13 @@ def comparison_table(rows: Sequence[dict]):
         "ImageNet top-1 (published)": _pct(r["published_top1"]) + (
             f" at {r['published_size']} px" if r["published_size"] not in (None, 224) else ""),
         "params (published, with top)": "—" if r["published_params_m"] is None
-        else f"{r['published_params_m']:g}M",
+        else si(r["published_params_m"] * 1e6),
         "source": r["source"].split(",")[0] if r["published_top1"] is not None else r["source"],
-        "backbone params (here, no top)": f"{r['backbone_params'] / 1e6:.2f}M",
-        f"GFLOPs at {size} px": f"{r['gflops']:.3g}",
+        "backbone params (here, no top)": si(r["backbone_params"]),
+        f"FLOPs at {size} px": si(r["gflops"] * 1e9, "FLOP"),
         forward_column(rows): f"{r['images_per_second']:.0f}",
         "extraction img/s (data set)": "—" if r["extraction_images_per_second"] is None
         else f"{r['extraction_images_per_second']:.0f}",
         "weights": r["weights"],
         "test accuracy (frozen features + head)": _pct(r["test_accuracy"]),
-    } for r in rows])
+    } for r in rows]).set_index("model")

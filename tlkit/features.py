@@ -73,6 +73,14 @@ class Features:
     def dim(self) -> int:
         return int(next(iter(self.splits.values())).shape[1])
 
+    def describe(self) -> str:
+        """One line for a reader: what the features are, how many, how fast they were made."""
+        splits = ", ".join(f"{name} {len(x):,}" for name, x in self.splits.items())
+        cached = [name for name, hit in self.cached.items() if hit]
+        return (f"{self.base} features at {self.img_size} px ({self.weights_source}): {self.dim:,} "
+                f"per image; {splits} images; extracted at {self.images_per_second:.0f} images/s"
+                + (f", read from the cache: {', '.join(cached)}" if cached else ""))
+
     def info(self) -> dict:
         return {"base": self.base, "img_size": self.img_size, "weights_source": self.weights_source,
                 "dim": self.dim, "backbone_params": self.backbone_params,
@@ -249,6 +257,11 @@ class ProbeRun:
     def wall_seconds(self) -> float:
         """Extraction (this session) plus head training."""
         return self.feats.seconds + self.result.wall_seconds
+
+    def record_fields(self) -> dict:
+        """What a run record keeps of a probe (:meth:`tlkit.records.Recorder.save`)."""
+        return {"model": self.model_info(), "evaluation": self.evaluation, "result": self.result,
+                "wall_seconds": self.wall_seconds, "images_per_second": self.feats.images_per_second}
 
 
 def probe(base: str, ds: Dataset, *, img_size: int | None = None, weights: str | None = None,

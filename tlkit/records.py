@@ -325,6 +325,46 @@ def save_point(point, path: str | Path, *, name: str, params: dict, seed: int | 
                     model=point.model, evaluation=point.evaluation, result=point.result, seed=seed)
 
 
+class Recorder:
+    """A notebook's record keeping: its records folder, its settings (``params``, e.g.
+    ``course.resolve``'s) and its data set are given once, so that keeping the record of a
+    run is one short call, :meth:`save` (or :meth:`save_point`)."""
+
+    def __init__(self, folder: str | Path, params: dict, dataset=None):
+        self.folder, self.params, self.dataset = Path(folder), dict(params), dataset
+
+    def path(self, file: str) -> Path:
+        """Where record ``file`` (a name without ``.json``) is kept."""
+        return self.folder / f"{file}.json"
+
+    def save(self, file: str, name: str, *, kind: str, run=None, model=None, evaluation: dict | None = None,
+             result=None, params: dict | None = None, dataset=None, **fields) -> dict:
+        """Write the record of one run to ``folder/<file>.json`` with :func:`save_run`; returns it.
+
+        ``run`` is a probe (:class:`tlkit.features.ProbeRun`: its model, evaluation, training,
+        wall time and extraction speed); else ``model`` (a :class:`tlkit.models.Classifier` or
+        a dict), ``evaluation`` and ``result`` say what was trained and how it scored.
+        ``params`` are added to the notebook's settings, ``dataset`` replaces its data set, and
+        ``fields`` are more arguments of :func:`save_run` (``wall_seconds``, ``extra``, ...)."""
+        parts = run.record_fields() if run is not None else {}
+        if model is not None:
+            parts["model"] = model if isinstance(model, dict) else model.info()
+        parts.update({k: v for k, v in (("evaluation", evaluation), ("result", result)) if v is not None})
+        if "model" not in parts or "evaluation" not in parts:
+            raise RecordError(f"{file}: give run=, or model= and evaluation=, to keep a record")
+        data = dataset if dataset is not None else self.dataset
+        if data is None:
+            raise RecordError(f"{file}: no data set: give Recorder(..., dataset) or dataset=")
+        fields.setdefault("seed", self.params.get("seed"))
+        return save_run(self.path(file), kind=kind, name=name, params={**self.params, **(params or {})},
+                        dataset=data, **parts, **fields)
+
+    def save_point(self, point, file: str, name: str, *, params: dict | None = None, **kw) -> dict:
+        """:func:`save_point` of a label-efficiency point to ``folder/<file>.json``."""
+        kw.setdefault("seed", self.params.get("seed"))
+        return save_point(point, self.path(file), name=name, params={**self.params, **(params or {})}, **kw)
+
+
 # Local ImageNet weight files that are not the file Keras downloads, by SHA-256: the label a
 # table gives them (see ../shared/README.md for how the file was made).
 CONVERTED_WEIGHTS = {
@@ -442,7 +482,7 @@ def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
 
 
 def metrics_table(recs: Iterable[dict]):
-    """Accuracy and loss per split, and the gaps, of each run: a small DataFrame."""
+    """Accuracy and loss per split of each run: a small DataFrame, to three decimals."""
     import pandas as pd
 
     rows = []
@@ -452,4 +492,4 @@ def metrics_table(recs: Iterable[dict]):
             if f"{split}_accuracy" in m:
                 rows.append({"run": r["name"], "split": split, "accuracy": m[f"{split}_accuracy"],
                              "loss": m[f"{split}_loss"]})
-    return pd.DataFrame(rows).pivot(index="run", columns="split", values=["accuracy", "loss"]).round(4)
+    return pd.DataFrame(rows).pivot(index="run", columns="split", values=["accuracy", "loss"]).round(3)

@@ -119,6 +119,15 @@ class Batch(BaseModel):
     predictions: list[Prediction]
 
 
+def answer_text(answer: dict) -> str:
+    """A ``/predict`` answer (its JSON, as a dict) in words: the label, or ``unknown`` below
+    the threshold, with its probability, then the top classes."""
+    top = ", ".join(f"{g['label']} {g['probability']:.3f}" for g in answer["top_k"])
+    said = ("unknown (the top class is below the threshold)" if answer["unknown"]
+            else answer["label"])
+    return f"{said}; top-class probability {answer['confidence']:.3f}; top classes: {top}"
+
+
 def _json(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
