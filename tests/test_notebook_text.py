@@ -57,3 +57,19 @@ def test_epoch_logs_are_folded(name):
                  if "verbose=2" in "".join(c["source"])
                  and "hide-output" not in c.get("metadata", {}).get("tags", [])]
     assert not open_logs, f"{name}: tag these cells hide-output: {open_logs}"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_exercise_has_a_folded_solution(name):
+    """Solution k of a notebook is a dropdown admonition (folded on the page), and the code
+    that computes a solution's numbers is folded too (hide-cell)."""
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"))
+    text = "\n".join(markdown_cells(ROOT / "notebooks" / f"{name}.ipynb"))
+    exercises = text.split("## Exercises", 1)[1].split(":::", 1)[0]
+    numbers = [int(m) for m in re.findall(r"^(\d+)\. ", exercises, re.M)]
+    solutions = [int(m) for m in re.findall(r"^:::\{admonition\} Solution (\d+)\n:class: dropdown\n",
+                                            text, re.M)]
+    assert numbers and solutions == numbers == list(range(1, len(numbers) + 1)), (numbers, solutions)
+    unfolded = [c["id"] for c in nb["cells"] if c["cell_type"] == "code" and "solution" in c["id"]
+                and "hide-cell" not in c["metadata"].get("tags", [])]
+    assert not unfolded, f"{name}: fold these solution cells (hide-cell): {unfolded}"

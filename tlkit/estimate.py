@@ -238,6 +238,8 @@ def _work_02(s: dict) -> Work:
                                  min_images=s["curve_min_images"])
         w.add(n, COSTS["scratch_train_s"], batch, epochs)
         _evaluate(w, (n, split[1], split[2]), _cnn(), tta=True)
+    # exercise 2's solution: a head without the mirrored features
+    w.add(split[0], COSTS["head_train_s"], _default(fit_head, "batch_size"), s["head_epochs"])
     return w
 
 
@@ -252,7 +254,8 @@ def _work_03(s: dict) -> Work:
     classes = SIZES[s["dataset"]][0]
     few = min(30, split[0] // classes) * classes  # the plain-Keras cells: an epoch a phase
     w.add(few, extract, s["batch_size"])
-    w.add(few, _scaled(COSTS["finetune_train_s"], s["img_size"]), s["batch_size"])
+    # the fine-tuning epoch, and again at 1e-3 in exercise 1's solution
+    w.add(few, _scaled(COSTS["finetune_train_s"], s["img_size"]), s["batch_size"], 2)
     return w
 
 
@@ -263,7 +266,9 @@ def _work_04(s: dict) -> Work:
     return w
 
 
-ABLATION_HEADS = 11  # notebook 5's head ablations: dropout ×3, weight decay ×3, data size ×3, flips ×2
+# notebook 5's head ablations: dropout ×3, weight decay ×3, data size ×3, flips ×2; and three
+# label smoothings in exercise 1's solution
+ABLATION_HEADS = 14
 
 
 def _work_05(s: dict) -> Work:
