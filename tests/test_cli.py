@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -246,3 +248,13 @@ def test_predict_prints_labels(cli_run, capsys, tmp_path):
 
     assert main(["predict", str(tmp_path / "missing_model.keras"), paths[0]]) == 2
     assert "no model file" in capsys.readouterr().err
+
+
+def test_the_parser_loads_no_backend():
+    """tlkit quiets TensorFlow's start-up lines when a command starts: building the parser
+    must not load TensorFlow first (TensorFlow 2.21 prints them on import)."""
+    code = ("import sys; from tlkit.cli import parser; parser(); "
+            "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

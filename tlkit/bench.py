@@ -20,10 +20,9 @@ import numpy as np
 
 from tlkit import TlkitError
 from tlkit.course import GPU, NOTEBOOKS, profile_settings, run_course
-from tlkit.estimate import JAX_RATIO, backend_advice
 from tlkit.flops import forward_flops
 from tlkit.records import environment
-from tlkit.system import accelerators, write_json, write_text
+from tlkit.system import JAX_RATIO, accelerators, backend_advice, write_json, write_text
 
 SCRATCH_SECONDS, FINETUNE_SECONDS = 900, 1800
 # The course's CPU workloads timed on each backend: (model, input px, batch, what is timed).

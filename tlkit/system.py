@@ -633,6 +633,22 @@ def device_scope(devices: Sequence[str] | None = None) -> ContextManager:
     return _STRATEGIES[key].scope()  # type: ignore[attr-defined]
 
 
+# --------------------------------------------------------------------------- backends
+
+JAX_RATIO = 1.5  # JAX's CPU time within this factor of TensorFlow's: no advice to switch
+
+
+def backend_advice(slowdown: float | None) -> str | None:
+    """What the course tells CPU users about the backend, given JAX's measured slowdown on a
+    CPU: None when JAX is within :data:`JAX_RATIO` of TensorFlow (or nothing was measured)."""
+    if not slowdown or slowdown <= JAX_RATIO:
+        return None
+    return (f"on a CPU, use the TensorFlow backend: the reference bench measured JAX up to "
+            f"{slowdown:.1f}x slower there (XLA's CPU convolutions against TensorFlow's oneDNN "
+            "kernels); JAX pays off on a GPU or TPU")
+
+
+
 # --------------------------------------------------------------------------- logs
 
 NOISE = ("oneDNN custom operations are on", "All log messages before absl::InitializeLog",
