@@ -25,11 +25,11 @@ from tlkit.records import environment
 from tlkit.system import JAX_RATIO, accelerators, backend_advice, write_json, write_text
 
 SCRATCH_SECONDS, FINETUNE_SECONDS = 900, 1800
-# The course's CPU workloads timed on each backend: (model, input px, batch, what is timed).
+# The course's CPU workloads timed on each backend: (model, input px, batch, the figure that counts).
 # Extraction is notebook 2's frozen features, the fine-tuning step notebook 3's phase 2.
-BACKEND_CASES = {"cnn_train": ("cnn", 32, 256, "train"),
-                 "mobilenetv2_extraction": ("mobilenetv2", 128, 128, "inference"),
-                 "mobilenetv2_finetune_step": ("mobilenetv2", 128, 64, "train")}
+BACKEND_CASES = {"cnn_train": ("cnn", 32, 256, "train_step_images_per_second"),
+                 "mobilenetv2_extraction": ("mobilenetv2", 128, 128, "inference_images_per_second"),
+                 "mobilenetv2_finetune_step": ("mobilenetv2", 128, 64, "train_step_images_per_second")}
 BACKENDS = ("tensorflow", "jax")
 # XLA:CPU's own convolutions are where JAX loses on a CPU; this experimental flag hands them to
 # oneDNN (measured beside plain JAX; a JAX that does not know the flag records None).
@@ -205,6 +205,22 @@ KERNEL_CASES = {  # workload: (model, input px, the figure that counts)
 }
 
 
+def _in_process(model: str, size: int, figure: str, batch: int, steps: int, env: dict,
+                policy: str = "float32") -> tuple[float | None, str]:
+    """:func:`measure_model`'s ``figure`` in a fresh Python process with ``env`` added to the
+    environment (a backend, oneDNN and XLA flags are read once, when they load); returns the
+    figure, or None and the last line of the process's error output."""
+    code = ("import json, keras, tlkit.bench as b; "
+            f"keras.mixed_precision.set_global_policy('{policy}'); "
+            f"r = b.measure_model('{model}', {size}, train_batch={batch}, steps={steps}, "
+            f"infer_batch={batch}, train={figure.startswith('train')}); print(json.dumps(r['{figure}']))")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+                          capture_output=True, text=True)
+    if proc.returncode == 0:
+        return float(proc.stdout.strip().splitlines()[-1]), ""
+    return None, (proc.stderr.strip().splitlines() or ["no output"])[-1]
+
+
 def kernel_probe(batch: int = 256, steps: int = 6) -> dict:
     """Images/s of the course's two CPU workloads (CNN training, MobileNetV2 inference) with
     TensorFlow's oneDNN kernels off and on, in float32 and in mixed bfloat16; each setting
@@ -221,15 +237,8 @@ def kernel_probe(batch: int = 256, steps: int = 6) -> dict:
     for workload, (model, size, figure) in KERNEL_CASES.items():
         row = {}
         for flag, policy in settings:
-            code = ("import json, keras, tlkit.bench as b; "
-                    f"keras.mixed_precision.set_global_policy('{policy}'); "
-                    f"r = b.measure_model('{model}', {size}, train_batch={batch}, steps={steps}, "
-                    f"infer_batch={batch}, train={figure.startswith('train')}); "
-                    f"print(json.dumps(r['{figure}']))")
-            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
             key = f"onednn_{'on' if flag == '1' else 'off'}_{policy.replace('mixed_', '')}"
-            row[key] = float(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+            row[key] = _in_process(model, size, figure, batch, steps, {"TF_ENABLE_ONEDNN_OPTS": flag}, policy)[0]
         fp32, bf16 = row.get("onednn_on_float32"), row.get("onednn_on_bfloat16")
         row["precision_choice"] = ("mixed_bfloat16" if fp32 and bf16 and bf16 > 1.1 * fp32 else "float32")
         out[workload] = row
@@ -241,27 +250,15 @@ def backend_probe(cases: list[str], steps: int = 4) -> dict:
     :data:`XLA_ONEDNN` (``jax_onednn``), in float32, each in a fresh process (Keras picks its
     backend once); ``ratio``: TensorFlow's images/s over plain JAX's (above 1: JAX is slower)."""
     out: dict = {"steps": steps, "precision": "float32", "jax_onednn_flag": XLA_ONEDNN}
+    jax = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     for name in cases:
-        model, size, batch, what = BACKEND_CASES[name]
-        figure = "train_step_images_per_second" if what == "train" else "inference_images_per_second"
+        model, size, batch, figure = BACKEND_CASES[name]
         row: dict = {"model": model, "img_size": size, "batch": batch}
-        code = ("import json, tlkit.bench as b; "
-                f"r = b.measure_model('{model}', {size}, train_batch={batch}, steps={steps}, "
-                f"infer_batch={batch}, train={what == 'train'}); print(json.dumps(r['{figure}']))")
-        for key, backend, flags in (("tensorflow", "tensorflow", None), ("jax", "jax", None),
-                                    ("jax_onednn", "jax", XLA_ONEDNN)):
-            env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-                   **({"JAX_PLATFORMS": "cpu"} if backend == "jax" else {})}
-            if flags:
-                env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
-            proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-            if proc.returncode == 0:
-                row[key] = float(proc.stdout.strip().splitlines()[-1])
-            elif flags:  # an experimental flag this JAX may not have
-                row[key] = None
-            else:
-                raise TlkitError(f"the {name} workload failed on {backend}: "
-                                 f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+        for key, env in (("tensorflow", {"KERAS_BACKEND": "tensorflow"}), ("jax", jax),
+                         ("jax_onednn", {**jax, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {XLA_ONEDNN}".strip()})):
+            row[key], error = _in_process(model, size, figure, batch, steps, env)
+            if row[key] is None and key != "jax_onednn":  # the experimental flag may be unknown to this JAX
+                raise TlkitError(f"the {name} workload failed on {env['KERAS_BACKEND']}: {error}")
         row["ratio"] = round(row["tensorflow"] / row["jax"], 2) if row["jax"] else None
         out[name] = row
     return out

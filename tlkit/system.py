@@ -648,7 +648,6 @@ def backend_advice(slowdown: float | None) -> str | None:
             "kernels); JAX pays off on a GPU or TPU")
 
 
-
 # --------------------------------------------------------------------------- logs
 
 NOISE = ("oneDNN custom operations are on", "All log messages before absl::InitializeLog",

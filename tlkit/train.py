@@ -199,7 +199,7 @@ class EpochClock(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-class TimeBudget(keras.callbacks.Callback):
+class TimeBudget(EpochClock):
     """Stop training once the next epoch, as long as the last one, would end past ``seconds``
     of training; with a constant learning rate (a schedule sized in epochs would be cut off
     before it decays)."""
@@ -208,14 +208,11 @@ class TimeBudget(keras.callbacks.Callback):
         super().__init__()
         self.seconds = seconds
 
-    def on_train_begin(self, logs=None):
-        self.start = self.last = time.perf_counter()
-
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        if now - self.start + (now - self.last) > self.seconds:
+        super().on_epoch_end(epoch, logs)
+        last = self.times[-1] - (self.times[-2] if len(self.times) > 1 else 0.0)
+        if self.times[-1] + last > self.seconds:
             self.model.stop_training = True
-        self.last = now
 
 
 def fit(model: keras.Model | Classifier, x: np.ndarray, y: np.ndarray, *,
