@@ -390,3 +390,74 @@ def test_head_setting_fills_fit_heads_defaults():
     assert head_setting({"dropout": 0.5, "knob": "dropout", "seed": 3}) == {
         "dropout": 0.5, "weight_decay": 1e-4, "use_flips": True, "train_fraction": 1.0}
     assert head_setting({}) == head_setting({"dropout": 0.2, "train_fraction": 1.0})
+
+
+def test_taps_are_cached_apart_and_drop_into_the_classifier(fake_mnv2, tiny_ds, cache_dir):
+    """Features read from an inner layer beside the last: the last layer's columns are the
+    plain features, the cache keeps both apart (and knows the split), and a head trained on
+    them is the head of the full image classifier with the same taps."""
+    folder, _, _ = fake_mnv2
+    set_seed(0)
+    kw = dict(img_size=96, weights="imagenet", alpha=0.35, weights_dir=folder)
+    taps = ["block_13_expand_relu"]
+    plain = extract_features("mobilenetv2", tiny_ds, **kw)
+    tapped = extract_features("mobilenetv2", tiny_ds, taps=taps, **kw)
+    assert not any(tapped.cached.values()) and tapped.taps == tuple(taps)
+    assert tapped.dim == plain.dim + 192 and tapped.final_dim == plain.dim  # alpha 0.35: 6 × 32
+    np.testing.assert_allclose(tapped.last_layer().splits["test"], plain.splits["test"], atol=1e-5)
+    again = extract_features("mobilenetv2", tiny_ds, taps=taps, **kw)
+    assert all(again.cached.values()) and again.final_dim == plain.dim
+    head, _ = fit_head(again, tiny_ds, epochs=1, early_stopping=None)
+    clf = build_classifier("mobilenetv2", tiny_ds.num_classes, input_shape=tiny_ds.image_shape,
+                           head=head, taps=taps, **kw)
+    assert clf.info()["taps"] == taps
+    full = predict_proba(clf.model, tiny_ds.x_test)
+    assert np.abs(full - predict_proba(head, tapped.splits["test"])).max() < 1e-5
+
+
+def test_an_unknown_tap_names_layers_that_exist(tiny_ds):
+    from tlkit.models import ModelError, build_extractor
+
+    with pytest.raises(ModelError, match="no layer 'block_99' .*e.g. .*out_relu"):
+        build_extractor("mobilenetv2", (32, 32, 3), 32, "none", taps=["block_99"])
+    with pytest.raises(ModelError, match="no pooled features"):
+        build_extractor("cnn", (32, 32, 3), 32, "none", taps=["conv"])
+
+
+def test_linear_head_is_sklearns_logistic_regression(tiny_ds):
+    """fit_linear_head chooses C on validation and its Keras head gives scikit-learn's
+    probabilities for the chosen C (from standardised features)."""
+    from sklearn.linear_model import LogisticRegression
+
+    set_seed(0)
+    feats = extract_features("cnn", tiny_ds, img_size=32, weights="none", flip_train=True)
+    head, result = features.fit_linear_head(feats, tiny_ds, cs=(0.01, 0.1, 1.0))
+    h = result.history
+    assert h["C"] == [0.01, 0.1, 1.0] and len(h["val_accuracy"]) == 3 and all(h["converged"])
+    chosen = h["C"][int(np.argmax(h["val_accuracy"]))]
+    x = np.concatenate([feats.splits["train"], feats.splits["train_flip"]]).astype(np.float64)
+    y = np.concatenate([tiny_ds.y_train, tiny_ds.y_train])
+    mean, std = x.mean(0), x.std(0)
+    std = np.where(std > 1e-5 * np.abs(x).max(), std, 1.0)
+    ref = LogisticRegression(C=chosen, max_iter=1000).fit((x - mean) / std, y)
+    want = ref.predict_proba((feats.splits["test"] - mean) / std)
+    np.testing.assert_allclose(predict_proba(head, feats.splits["test"]), want, atol=2e-3)
+    run = features.probe_features(feats, tiny_ds, head="linear", cs=(0.1,))
+    assert run.model_info()["head"] == "linear" and run.evaluation["summary"]["test_accuracy"] > 0.25
+
+
+def test_linear_head_of_two_classes_and_its_refusals(tiny_ds):
+    keep = lambda y: y < 2  # noqa: E731
+    two = replace(tiny_ds, x_train=tiny_ds.x_train[keep(tiny_ds.y_train)], y_train=tiny_ds.y_train[keep(tiny_ds.y_train)],
+                  x_val=tiny_ds.x_val[keep(tiny_ds.y_val)], y_val=tiny_ds.y_val[keep(tiny_ds.y_val)],
+                  x_test=tiny_ds.x_test[keep(tiny_ds.y_test)], y_test=tiny_ds.y_test[keep(tiny_ds.y_test)],
+                  class_names=tiny_ds.class_names[:2])
+    feats = extract_features("cnn", two, img_size=32, weights="none")
+    head, _ = features.fit_linear_head(feats, two, cs=(1.0,))
+    p = predict_proba(head, feats.splits["train"])
+    assert p.shape[1] == 2 and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert (p.argmax(1) == two.y_train).mean() > 0.9  # 24 images, 256 features: separable
+    with pytest.raises(ValueError, match="validation split"):
+        features.fit_linear_head(replace(feats, splits={"train": feats.splits["train"]}), two)
+    with pytest.raises(ValueError, match="unknown head 'svm'"):
+        probe("cnn", two, img_size=32, weights="none", head="svm")

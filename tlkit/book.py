@@ -237,7 +237,8 @@ def results_section(title: str, recs: list[dict], summary: dict | None, root: Pa
     out = [f"## {title}", "", run_label(summary, recs), "", *note]
     out += _lessons(recs, df)
     frozen = _of_kind(df, "frozen")
-    frozen = frozen[frozen["train_images"] == frozen["train_images"].max()].sort_values("img_size")
+    frozen = frozen[(frozen["train_images"] == frozen["train_images"].max()) & frozen["read_from"].eq("last layer")
+                    & frozen["head"].ne("linear")].sort_values("img_size")  # the size sweep's runs
     if len(frozen):
         small = frozen.iloc[0]
         best = frozen.loc[_chosen(frozen)]

@@ -205,6 +205,11 @@ def _work_01(s: dict) -> Work:
     return w
 
 
+# fit_linear_head: L-BFGS passes over the training features for its three L2 strengths
+# (warm-started), counted as epochs of an AdamW head.
+LINEAR_PASSES = 300
+
+
 def _work_02(s: dict) -> Work:
     w, split = Work(), split_sizes(s["dataset"], s["limit_per_class"])
     classes = SIZES[s["dataset"]][0]
@@ -224,6 +229,17 @@ def _work_02(s: dict) -> Work:
         _evaluate(w, (n, split[1], split[2]), _cnn(), tta=True)
     # exercise 2's solution: a head without the mirrored features
     w.add(split[0], COSTS["head_train_s"], _default(fit_head, "batch_size"), s["head_epochs"])
+    return read_from_work(s, split, w)
+
+
+def read_from_work(s: dict, split: tuple[int, int, int], w: Work | None = None) -> Work:
+    """Notebook 2's "where to read the features from": an AdamW head on the features with
+    ``taps``, and linear probes on those and on the last layer's (features cached by then)."""
+    w = w or Work()
+    if s["taps"]:
+        w.add(2 * split[0], COSTS["head_train_s"], _default(fit_head, "batch_size"), s["head_epochs"])
+    w.add(2 * split[0], COSTS["head_train_s"], _default(fit_head, "batch_size"),
+          LINEAR_PASSES * (2 if s["taps"] else 1))
     return w
 
 

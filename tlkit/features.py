@@ -16,8 +16,10 @@ import inspect
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -63,6 +65,8 @@ class Features:
     cached: dict[str, bool] = field(default_factory=dict)
     extractor: keras.Model | None = field(default=None, repr=False)
     backbone_params: int | None = None
+    taps: tuple[str, ...] = ()  # inner layers whose pooled features come first
+    final_dim: int | None = None  # the last layer's share of the columns (the last ones)
 
     @property
     def images_per_second(self) -> float:
@@ -77,22 +81,34 @@ class Features:
         """One line for a reader: what the features are, how many, how fast they were made."""
         splits = ", ".join(f"{name} {len(x):,}" for name, x in self.splits.items())
         cached = [name for name, hit in self.cached.items() if hit]
-        return (f"{self.base} features at {self.img_size} px ({self.weights_source}): {self.dim:,} "
-                f"per image; {splits} images; extracted at {self.images_per_second:.0f} images/s"
+        where = f" from {' + '.join(self.taps)} + the last layer" if self.taps else ""
+        return (f"{self.base} features at {self.img_size} px ({self.weights_source}){where}: "
+                f"{self.dim:,} per image; {splits} images; extracted at "
+                f"{self.images_per_second:.0f} images/s"
                 + (f", read from the cache: {', '.join(cached)}" if cached else ""))
+
+    def last_layer(self) -> "Features":
+        """The same features without the taps' columns: the backbone's last layer only (no
+        new extraction)."""
+        if not self.taps:
+            return self
+        return replace(self, splits={k: v[:, -self.final_dim:] for k, v in self.splits.items()},
+                       taps=(), final_dim=None, extractor=None)
 
     def info(self) -> dict:
         return {"base": self.base, "img_size": self.img_size, "weights_source": self.weights_source,
-                "dim": self.dim, "backbone_params": self.backbone_params,
+                "taps": list(self.taps), "dim": self.dim, "backbone_params": self.backbone_params,
                 "extract_seconds": round(self.seconds, 2),
                 "extract_images_per_second": round(self.images_per_second, 1),
                 "from_cache": dict(self.cached)}
 
 
-def _load_meta(path: Path, rows: int) -> dict:
+def _load_meta(path: Path, rows: int, taps: tuple[str, ...]) -> dict:
     meta = json.loads(path.read_text())
     if meta["images"] != rows or not isinstance(meta["seconds"], (int, float)):
         raise ValueError(f"metadata for {meta['images']} images, not {rows}")
+    if taps and not isinstance(meta.get("final_dim"), int):
+        raise ValueError("metadata without the last layer's feature count")
     return meta
 
 
@@ -106,13 +122,17 @@ def _load_array(path: Path, rows: int) -> np.ndarray:
 def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
                      weights: str | None = None, alpha: float | None = None,
                      weights_dir: str | Path | None = None, flip_train: bool = False,
-                     batch_size: int = 128, cache: bool = True, verbose: int = 0) -> Features:
+                     batch_size: int = 128, cache: bool = True, verbose: int = 0,
+                     taps: Sequence[str] = ()) -> Features:
     """Pooled features of ``ds``'s train/val/test splits through a frozen backbone.
 
     ``flip_train`` also extracts mirrored training images (``train_flip``): a cheap,
-    cacheable stand-in for flip augmentation. Cached under ``$TLKIT_CACHE_DIR/features``
+    cacheable stand-in for flip augmentation. ``taps``: inner layers whose pooled features
+    come before the last layer's (:func:`tlkit.models.build_extractor`;
+    :meth:`Features.last_layer` drops them again). Cached under ``$TLKIT_CACHE_DIR/features``
     (features of random weights are not cached: they change with the initialisation).
     """
+    taps = tuple(taps)
     cfg = get_spec(base).config(alpha, img_size)
     alpha, size = cfg.alpha, cfg.img_size
     wanted = [s for s in ("train", "val", "test") if getattr(ds, f"x_{s}") is not None]
@@ -121,7 +141,7 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
     flipped: keras.Model | None = None
     out: dict[str, np.ndarray] = {}
     cached: dict[str, bool] = {}
-    seconds, images, params = 0.0, 0, None
+    seconds, images, params, final_dim = 0.0, 0, None, None
     source = resolve_weights(base, weights, alpha, size, weights_dir)[1]
     # Random weights differ with every initialisation: their features are never cached.
     cache = cache and source != "random"
@@ -132,21 +152,24 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
     for split, flip in jobs:
         name = split + ("_flip" if flip else "")
         x = getattr(ds, f"x_{split}")
-        key = feature_key(base, alpha, weights_stamp(source), size, cfg.preprocess, flip, fingerprint(x))
+        key = feature_key(base, alpha, weights_stamp(source), size, cfg.preprocess, flip, fingerprint(x),
+                          *([list(taps)] if taps else []))
         path = folder / f"{base}-{size}-{name}-{key}.npy"
         meta_path = path.with_suffix(".json")
-        meta = cache_load(meta_path, lambda p: _load_meta(p, len(x))) if cache else None
+        meta = cache_load(meta_path, lambda p: _load_meta(p, len(x), taps)) if cache else None
         feats = cache_load(path, lambda p: _load_array(p, len(x))) if meta else None
         if feats is not None:
             out[name], cached[name] = feats, True
             seconds += meta["seconds"]
             images += meta["images"]
-            params = meta["backbone_params"]
+            params, final_dim = meta["backbone_params"], meta.get("final_dim")
             continue
         if extractor is None:
             extractor, source = build_extractor(base, ds.image_shape, size, weights, alpha,
-                                                weights_dir)
+                                                weights_dir, taps)
             extractor.trainable = False
+            if taps:
+                final_dim = int(extractor.get_layer("backbone").output[-1].shape[-1])
             if source == "random":  # as training would start: data-dependent layers fitted
                 adapt(extractor, ds.x_train)
         model = extractor
@@ -169,8 +192,9 @@ def extract_features(base: str, ds: Dataset, *, img_size: int | None = None,
             store = cache_store(path, lambda tmp: np.save(tmp, feats), suffix=".npy") and \
                 cache_store(meta_path, lambda tmp: write_json(
                     {"seconds": took, "images": len(x), "backbone_params": params,
-                     "weights_source": source}, tmp))
-    return Features(base, size, source or "random", out, seconds, images, cached, extractor, params)
+                     "weights_source": source, "final_dim": final_dim}, tmp))
+    return Features(base, size, source or "random", out, seconds, images, cached, extractor, params,
+                    taps, final_dim)
 
 
 def train_indices(y: np.ndarray, train_fraction: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -207,17 +231,8 @@ def fit_head(feats: Features, ds: Dataset, *, epochs: int = 30, batch_size: int 
     draws random numbers) or read from the cache.
     """
     keras.utils.set_random_seed(seed)
-    idx = train_indices(ds.y_train, train_fraction, seed)
-    x, y = feats.splits["train"][idx], ds.y_train[idx]
-    if use_flips and "train_flip" in feats.splits:
-        x = np.concatenate([x, feats.splits["train_flip"][idx]])
-        y = np.concatenate([y, y])
-    x64 = x.astype(np.float64)
-    mean, std = x64.mean(0), x64.std(0)
-    # A feature that varies less than the float32 round-off of the features' scale is
-    # constant: dividing by its "std" would blow round-off (which differs between backends
-    # and graphs) up into signal.
-    std = np.where(std > 1e-5 * np.abs(x64).max(initial=0.0), std, 1.0)
+    x, y = _head_data(feats, ds, use_flips, train_fraction, seed)
+    mean, std = _statistics(x)
     head = head_model(feats.dim, ds.num_classes, dropout, mean, std)
     val = (feats.splits["val"], ds.y_val) if "val" in feats.splits else None
     result = fit(head, x, y, validation=val, num_classes=ds.num_classes, epochs=epochs,
@@ -225,6 +240,100 @@ def fit_head(feats: Features, ds: Dataset, *, epochs: int = 30, batch_size: int 
                  label_smoothing=label_smoothing, early_stopping=early_stopping,
                  class_weight=class_weight, verbose=verbose)
     return head, result
+
+
+def _head_data(feats: Features, ds: Dataset, use_flips: bool, train_fraction: float,
+               seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A head's training features and labels: its share of the training split, with the
+    mirrored copies when asked for and extracted."""
+    idx = train_indices(ds.y_train, train_fraction, seed)
+    x, y = feats.splits["train"][idx], ds.y_train[idx]
+    if use_flips and "train_flip" in feats.splits:
+        x = np.concatenate([x, feats.splits["train_flip"][idx]])
+        y = np.concatenate([y, y])
+    return x, y
+
+
+def _statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of training features, for :class:`~tlkit.models.Standardize`."""
+    x64 = x.astype(np.float64)
+    mean, std = x64.mean(0), x64.std(0)
+    # A feature that varies less than the float32 round-off of the features' scale is
+    # constant: dividing by its "std" would blow round-off (which differs between backends
+    # and graphs) up into signal.
+    std = np.where(std > 1e-5 * np.abs(x64).max(initial=0.0), std, 1.0)
+    return mean, std
+
+
+LINEAR_CS = (0.001, 0.003, 0.01)  # L2 strengths (scikit-learn's C, inverse) tried by fit_linear_head
+
+
+def fit_linear_head(feats: Features, ds: Dataset, *, cs: Sequence[float] = LINEAR_CS,
+                    use_flips: bool = True, train_fraction: float = 1.0, seed: int = 0,
+                    max_iter: int = 1000, verbose: int | str = 0) -> tuple[keras.Model, TrainResult]:
+    """A linear probe as the papers fit it: multinomial logistic regression on standardised
+    features, solved by L-BFGS (scikit-learn) for each L2 strength ``cs`` (weakest
+    regularisation last, each fit starting from the last), the one with the best validation
+    accuracy kept.
+
+    Returned as the same Keras head as :func:`fit_head`'s (standardize → dense softmax), so
+    it scores, records, exports and fine-tunes like one. Its history has one entry per C
+    (``C``, ``accuracy``, ``val_accuracy``, ``iterations``, ``seconds``), not per epoch.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    if "val" not in feats.splits:
+        raise ValueError("fit_linear_head chooses its L2 strength on the validation split; "
+                         "this data set has none")
+    cs = sorted(float(c) for c in cs)
+    if not cs or cs[0] <= 0:
+        raise ValueError(f"cs must hold positive L2 strengths, not {cs}")
+    x, y = _head_data(feats, ds, use_flips, train_fraction, seed)
+    mean, std = _statistics(x)
+    scale = lambda a: ((a - mean) / std).astype(np.float32)  # noqa: E731
+    z, z_val = scale(x), scale(feats.splits["val"])
+    model = LogisticRegression(max_iter=max_iter, warm_start=True, random_state=seed)
+    history: dict[str, list] = {k: [] for k in ("C", "accuracy", "val_accuracy", "iterations",
+                                                "converged", "seconds")}
+    best, start = None, time.perf_counter()
+    for c in cs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model.set_params(C=c).fit(z, y)
+        val_acc = float(model.score(z_val, ds.y_val))
+        row = {"C": c, "accuracy": float(model.score(z, y)), "val_accuracy": val_acc,
+               "iterations": int(np.max(model.n_iter_)), "seconds": time.perf_counter() - start,
+               "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught)}
+        for k, v in row.items():
+            history[k].append(v)
+        if verbose:
+            print(f"C={c:g}: train {row['accuracy']:.3f}, validation {val_acc:.3f}, "
+                  f"{row['iterations']} iterations, {row['seconds']:.0f} s", flush=True)
+        if best is None or val_acc > best[0]:
+            best = (val_acc, model.coef_.copy(), model.intercept_.copy(), model.classes_.copy())
+    _, coef, intercept, classes = best
+    head = head_model(feats.dim, ds.num_classes, 0.0, mean, std)
+    head.get_layer("classes").set_weights(_dense_weights(coef, intercept, classes, ds.num_classes))
+    wall = time.perf_counter() - start
+    return head, TrainResult(history, wall, len(x) * sum(history["iterations"]))
+
+
+def _dense_weights(coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray,
+                   num_classes: int) -> list[np.ndarray]:
+    """A softmax Dense layer's (kernel, bias) computing scikit-learn's logistic regression:
+    a two-class model's one logit split as ±½ over its two classes; a class the training
+    share never showed gets a logit far below the others."""
+    if len(classes) == 2 and len(coef) == 1:
+        coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    kernel = np.zeros((coef.shape[1], num_classes), np.float32)
+    bias = np.full(num_classes, float(intercept.min()) - 100.0, np.float32)
+    kernel[:, classes] = coef.T
+    bias[classes] = intercept
+    return [kernel, bias]
+
+
+HEADS = {"adamw": fit_head, "linear": fit_linear_head}  # how probe trains a head on features
 
 
 HEAD_KNOBS = ("dropout", "weight_decay", "use_flips", "train_fraction")  # what notebook 5 varies
@@ -246,9 +355,11 @@ class ProbeRun:
     head: keras.Model
     result: TrainResult
     evaluation: dict
+    head_kind: str = "adamw"  # the key of HEADS that fitted it
 
     def model_info(self) -> dict:
         return {"base": self.feats.base, "img_size": self.feats.img_size, "frozen": True,
+                "taps": list(self.feats.taps), "head": self.head_kind,
                 "weights_source": self.feats.weights_source, "head_params": self.head.count_params(),
                 "backbone_params": self.feats.backbone_params, "feature_dim": self.feats.dim,
                 "extraction": self.feats.info()}
@@ -266,14 +377,27 @@ class ProbeRun:
 
 def probe(base: str, ds: Dataset, *, img_size: int | None = None, weights: str | None = None,
           alpha: float | None = None, weights_dir: str | Path | None = None,
-          flip_train: bool = True, batch_size: int = 128, **head_kwargs) -> ProbeRun:
-    """Extract (or read cached) features, fit a head and evaluate it on every split."""
+          flip_train: bool = True, batch_size: int = 128, taps: Sequence[str] = (),
+          head: str = "adamw", **head_kwargs) -> ProbeRun:
+    """Extract (or read cached) features, fit a head and evaluate it on every split.
+
+    ``taps``: inner layers read beside the last (:func:`extract_features`); ``head``: a key
+    of :data:`HEADS`, ``adamw`` (:func:`fit_head`) or ``linear`` (:func:`fit_linear_head`),
+    given ``head_kwargs``."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head '{head}'; choose from {', '.join(HEADS)}")
     feats = extract_features(base, ds, img_size=img_size, weights=weights, alpha=alpha,
-                             weights_dir=weights_dir, flip_train=flip_train, batch_size=batch_size)
-    head, result = fit_head(feats, ds, **head_kwargs)
-    evaluation = evaluate_head(head, feats, ds, train_fraction=head_kwargs.get("train_fraction", 1.0),
+                             weights_dir=weights_dir, flip_train=flip_train, batch_size=batch_size,
+                             taps=taps)
+    return probe_features(feats, ds, head=head, **head_kwargs)
+
+
+def probe_features(feats: Features, ds: Dataset, *, head: str = "adamw", **head_kwargs) -> ProbeRun:
+    """Fit a head (a key of :data:`HEADS`) on features already at hand and evaluate it."""
+    head_model_, result = HEADS[head](feats, ds, **head_kwargs)
+    evaluation = evaluate_head(head_model_, feats, ds, train_fraction=head_kwargs.get("train_fraction", 1.0),
                                seed=head_kwargs.get("seed", 0))
-    return ProbeRun(feats, head, result, evaluation)
+    return ProbeRun(feats, head_model_, result, evaluation, head)
 
 
 def per_class_indices(y: np.ndarray, per_class: int | None, seed: int = 0) -> np.ndarray:

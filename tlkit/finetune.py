@@ -66,7 +66,8 @@ def classifier_with_head(run: ProbeRun, ds: Dataset, *, weights: str | Path | No
         head.set_weights(run.head.get_weights())
         clf = build_classifier(run.feats.base, ds.num_classes, input_shape=ds.image_shape,
                                img_size=run.feats.img_size, weights=weights, alpha=alpha,
-                               weights_dir=weights_dir, augment=augment, head=head, freeze=True)
+                               weights_dir=weights_dir, augment=augment, head=head, freeze=True,
+                               taps=run.feats.taps)
         if clf.weights_source != run.feats.weights_source:
             raise ModelError(f"the head was trained on features of {run.feats.weights_source} weights, "
                              f"not {clf.weights_source}: pass the weights, alpha and weights_dir "

@@ -373,11 +373,14 @@ class Standardize(layers.Layer):
 @_in_device_scope
 def build_extractor(base: str, input_shape: tuple[int, int, int] = (32, 32, 3),
                     img_size: int | None = None, weights: str | Path | None = None,
-                    alpha: float | None = None, weights_dir: str | Path | None = None
-                    ) -> tuple[keras.Model, str]:
+                    alpha: float | None = None, weights_dir: str | Path | None = None,
+                    taps: Sequence[str] = ()) -> tuple[keras.Model, str]:
     """The classifier's first half: 0-255 RGB images (uint8 arrays are cast exactly) →
     resize → the backbone's preprocessing → backbone → pooled features.
 
+    ``taps`` names inner backbone layers whose pooled outputs come first in the features,
+    before the last layer's (e.g. ``block_13_expand_relu`` of MobileNetV2: less ImageNet-
+    specific than the last layer, and free, since the same forward pass computes it).
     Returns (extractor, weights source). The backbone is the extractor's layer ``backbone``;
     a pretrained one is called with ``training=False`` (BatchNormalization in inference mode).
     """
@@ -387,15 +390,38 @@ def build_extractor(base: str, input_shape: tuple[int, int, int] = (32, 32, 3),
     cfg = spec.config(alpha, img_size)
     size = cfg.img_size
     backbone, source = build_backbone(base, size, weights, cfg.alpha, weights_dir)
+    taps = list(taps)
+    if taps:
+        backbone = _tapped(backbone, spec, taps)
     inputs = keras.Input(input_shape, dtype="float32", name="image")
     x = inputs
     if tuple(input_shape[:2]) != (size, size):
         x = layers.Resizing(size, size, name="resize")(x)
     x = Preprocess(cfg.preprocess, name="preprocess")(x)
     x = backbone(x, training=False) if source != "random" else backbone(x)
-    if spec.pooling:
+    if taps:
+        pooled = [layers.GlobalAveragePooling2D(name=f"pool_{t}")(o) for t, o in zip(taps, x[:-1])]
+        x = layers.Concatenate(name="features")([*pooled, layers.GlobalAveragePooling2D(name="pool")(x[-1])])
+    elif spec.pooling:
         x = layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, x, name="extractor"), source
+
+
+def _tapped(backbone: keras.Model, spec: ModelSpec, taps: list[str]) -> keras.Model:
+    """The backbone with the outputs of layers ``taps`` beside its own last output (the same
+    layers and weights)."""
+    if not spec.pooling:
+        raise ModelError(f"{spec.name} has no pooled features to add taps to")
+    names = [lyr.name for lyr in backbone.layers]
+    missing = [t for t in taps if t not in names]
+    if missing:
+        inner = [n for n in names if n.endswith("_relu")][-6:] or names[-6:]
+        raise ModelError(f"{spec.name} has no layer '{missing[0]}' to read features from; "
+                         f"e.g. {', '.join(inner)}")
+    if len(set(taps)) < len(taps):
+        raise ModelError(f"taps {taps} name a layer twice")
+    outputs = [backbone.get_layer(t).output for t in taps] + [backbone.output]
+    return keras.Model(backbone.input, outputs, name="backbone")
 
 
 @_in_device_scope
@@ -433,6 +459,7 @@ class Classifier:
     num_classes: int
     alpha: float | None = None
     augment: tuple[str, ...] = field(default_factory=tuple)
+    taps: tuple[str, ...] = ()
 
     @property
     def backbone(self) -> keras.Model:
@@ -446,7 +473,7 @@ class Classifier:
     def info(self) -> dict:
         """What a run record stores about the model."""
         return {"base": self.base, "alpha": self.alpha, "img_size": self.img_size,
-                "num_classes": self.num_classes, "augment": list(self.augment),
+                "num_classes": self.num_classes, "augment": list(self.augment), "taps": list(self.taps),
                 "weights_source": self.weights_source, "params": self.model.count_params(),
                 "backbone_params": self.backbone.count_params(),
                 "backbone_trainable_params": count_trainable(self.backbone),
@@ -458,14 +485,16 @@ def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int
                      img_size: int | None = None, weights: str | Path | None = None,
                      alpha: float | None = None, weights_dir: str | Path | None = None,
                      augment: bool | Sequence[str] | None = None, dropout: float = 0.2,
-                     freeze: bool | None = None, head: keras.Model | None = None) -> Classifier:
+                     freeze: bool | None = None, head: keras.Model | None = None,
+                     taps: Sequence[str] = ()) -> Classifier:
     """Build the course's classifier around a registry backbone.
 
     uint8 images → float → augmentation (training only) → :func:`build_extractor` →
     :func:`head_model` (or ``head``, e.g. one trained on cached features by
     ``features.fit_head``: it is used as it is). ``weights`` is ``imagenet``, ``none`` or a
     file path (default: imagenet for pretrained backbones, none for the from-scratch CNNs).
-    ``freeze`` defaults to True for a pretrained backbone.
+    ``freeze`` defaults to True for a pretrained backbone; ``taps``: inner layers whose
+    pooled features join the last layer's (:func:`build_extractor`).
     """
     spec = get_spec(base)
     if num_classes < 2:
@@ -476,7 +505,7 @@ def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int
         raise ModelError(f"unknown augmentation(s) {unknown}; choose from {list(AUGMENTATIONS)}")
     cfg = spec.config(alpha, img_size)
     alpha, size = cfg.alpha, cfg.img_size
-    extractor, source = build_extractor(base, input_shape, size, weights, alpha, weights_dir)
+    extractor, source = build_extractor(base, input_shape, size, weights, alpha, weights_dir, taps)
     dim = int(extractor.output_shape[-1])
     if head is None:
         head = head_model(dim, num_classes, dropout)
@@ -499,7 +528,7 @@ def build_classifier(base: str, num_classes: int, *, input_shape: tuple[int, int
         layer.supports_jit = layer.supports_jit or keras.config.backend() == "jax"
         x = layer(x)
     model = keras.Model(inputs, head(extractor(x)), name=f"{base}_classifier")
-    clf = Classifier(model, extractor, head, spec.name, source, size, num_classes, alpha, aug)
+    clf = Classifier(model, extractor, head, spec.name, source, size, num_classes, alpha, aug, tuple(taps))
     if freeze if freeze is not None else clf.transfer:
         freeze_backbone(clf)
     return clf

@@ -455,8 +455,9 @@ def split_images(record: dict, split: str = "test") -> int | None:
 
 def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
     """Records as a tidy DataFrame for tables and plots: one row per run with ``run``,
-    ``kind``, ``model``, ``weights``, ``img_size``, sizes (``train_images``, ``test_images``),
-    speeds and every metric."""
+    ``kind``, ``model``, ``weights``, ``img_size``, where features were read (``read_from``:
+    inner layers + the last) and how a head on them was fitted (``head``: ``linear``, else
+    ``adamw`` or None), sizes (``train_images``, ``test_images``), speeds and every metric."""
     import pandas as pd
 
     if kinds:
@@ -470,6 +471,8 @@ def to_frame(recs: Iterable[dict], kinds: list[str] | None = None):
                      "weights": trained_label(r),
                      "weights_source": r.get("weights_source"),
                      "img_size": m.get("img_size") or r.get("params", {}).get("img_size"),
+                     "read_from": " + ".join([*(m.get("taps") or []), "last layer"]),
+                     "head": m.get("head"),
                      "backbone_params": m.get("backbone_params"),
                      "num_classes": len(r.get("dataset", {}).get("class_names", [])) or None,
                      "train_images": r.get("train_images") or sum(
