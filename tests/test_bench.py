@@ -290,3 +290,30 @@ def test_backend_probe_runs_each_backend_in_its_own_process(monkeypatch):
     monkeypatch.setattr(bench.subprocess, "run", lambda cmd, env, **k: subprocess.CompletedProcess(cmd, 1, "", "boom"))
     with pytest.raises(TlkitError, match="cnn_train workload failed on tensorflow: boom"):
         bench.backend_probe(["cnn_train"], steps=1)
+
+
+def test_frozen_goal_is_judged_on_the_head_chosen_on_validation():
+    """The frozen part's four heads: the goal takes the test accuracy of the one chosen on
+    validation, not the best test figure; the Performance page lists all four."""
+    heads = {"last layer, adamw": dict(val_accuracy=0.76, test_accuracy=0.76, head_seconds=40),
+             "last layer, linear": dict(val_accuracy=0.77, test_accuracy=0.81, head_seconds=90),
+             "taps + last layer, linear": dict(val_accuracy=0.81, test_accuracy=0.79, head_seconds=120)}
+    frozen = {"by_size": {"128": 0.76}, "train_images": 45000, "dataset": "cifar10", "heads": heads,
+              "heads_img_size": 128, "taps": ["block_13_expand_relu"],
+              "chosen": "taps + last layer, linear", "test_accuracy": 0.79}
+    goal = bench.GOALS["frozen"][0]
+    assert verdicts({"suite": "cpu", "frozen_mobilenetv2": frozen})[goal] is False
+    assert verdicts({"suite": "cpu", "frozen_mobilenetv2": {**frozen, "test_accuracy": 0.80}})[goal] is True
+    row = next(g for g in bench.goal_rows({"suite": "cpu", "frozen_mobilenetv2": frozen}) if g["goal"] == goal)
+    assert "0.790 (taps + last layer, linear head at 128 px, chosen on validation" in row["measured"]
+
+
+def test_frozen_part_chooses_size_and_head_on_validation():
+    result: dict = {}
+    bench._frozen(result, bench.SUITES["smoke"], None, None, lambda *a, **k: None)
+    f = result["frozen_mobilenetv2"]
+    assert set(f["heads"]) == {"last layer, adamw", "last layer, linear", "taps + last layer, adamw",
+                               "taps + last layer, linear"}
+    assert f["heads_img_size"] == int(max(f["val_by_size"], key=f["val_by_size"].get))
+    assert f["heads"]["last layer, adamw"]["test_accuracy"] == f["by_size"][str(f["heads_img_size"])]
+    assert f["chosen"] == max(f["heads"], key=lambda k: f["heads"][k]["val_accuracy"])

@@ -496,6 +496,7 @@ def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
     precision = configure_precision(model="mobilenetv2")
     by_alpha: dict[str, dict] = {}
     kw = dict(weights=s["weights"], weights_dir=weights_dir, flip_train=True)
+    chosen = None
 
     def summary(run) -> dict:
         m = run.evaluation["summary"]
@@ -508,6 +509,9 @@ def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
         for size in s["sizes"]:
             feats = extract_features("mobilenetv2", ds, img_size=size, alpha=alpha, taps=s["taps"], **kw)
             run = probe_features(feats.last_layer(), ds, epochs=s["head_epochs"])
+            val = run.evaluation["summary"]["val_accuracy"]
+            if alpha == s["alpha"] and (chosen is None or val > chosen[0]):
+                chosen = (val, feats)  # the main width's size chosen on validation, for its heads
             row["by_size"][str(size)] = run.evaluation["summary"]["test_accuracy"]
             row["val_by_size"][str(size)] = run.evaluation["summary"]["val_accuracy"]
             row["extraction_images_per_second"][str(size)] = round(run.feats.images_per_second, 1)
@@ -517,9 +521,8 @@ def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
             log(f"  alpha {alpha}, {size} px: {row['by_size'][str(size)]:.3f}", flush=True)
         by_alpha[str(alpha)] = row
     main = by_alpha[str(s["alpha"])]
-    size = int(max(main["val_by_size"], key=main["val_by_size"].get))
-    both = extract_features("mobilenetv2", ds, img_size=size, alpha=s["alpha"], taps=s["taps"], **kw)
-    heads = {}
+    both = chosen[1]
+    size, heads = both.img_size, {}
     for where, feats in {"last layer": both.last_layer(), "taps + last layer": both}.items():
         for head in ("adamw", "linear"):
             if not (where == "taps + last layer" and not s["taps"]):
