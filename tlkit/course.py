@@ -192,6 +192,20 @@ def parameters_cell(nb: str) -> str:
     return "\n".join(lines)
 
 
+def _local_kernel() -> dict:
+    """Papermill's kernel talks to the runner over local sockets where the system has them
+    (ipykernel warns about unencrypted TCP on every start, even on localhost)."""
+    if os.name != "posix":
+        return {}
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class LocalSocketKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return {"kernel_manager_class": LocalSocketKernelManager}
+
+
 def sync_parameters(folder: str | Path | None = None) -> list[str]:
     """Rewrite each course notebook's parameters cell from the table (its id, metadata and
     other cells are kept). Returns the notebooks changed."""
@@ -581,7 +595,8 @@ def _run(pm: ModuleType, profile: str, src: Path, out: Path, data_dir: str | Non
         try:
             pm.execute_notebook(str(src / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
                                 parameters=params, kernel_name="python3", cwd=str(out),
-                                progress_bar=sys.stdout.isatty(), log_output=False)
+                                progress_bar=sys.stdout.isatty(), log_output=False,
+                                **_local_kernel())
             r = {"notebook": name, "status": "ok"}
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (system.Terminated)
             interrupted = e
