@@ -93,7 +93,7 @@ CHANGES = {
     "cpu": {  # all of CIFAR-10's training images; the bench (tlkit bench --suite cpu) uses these too
         "01": dict(epochs=10, batch_size=256, lr=4e-3, label_smoothing=0.2, early_stopping=None),
         "02": dict(sizes=[32, 96, 128, 160], head_epochs=40, curve_img_size=128, curve_min_images=30_000),
-        "03": dict(img_size=128, head_epochs=20, finetune_epochs=2, unfreeze_last=64, stages=[20, 64],
+        "03": dict(img_size=128, head_epochs=20, finetune_epochs=6, unfreeze_last=64, stages=[20, 64],
                    batch_size=64),
         "04": dict(limit_per_class=150, img_size=96),
         "05": dict(ablation_img_size=160, ablation_limit_per_class=1000, scratch_limit_per_class=200,
