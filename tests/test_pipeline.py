@@ -172,3 +172,23 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     assert proc.returncode == 143, err[-2000:]
     assert err.strip().splitlines()[-1] == "tlkit: terminated (SIGTERM)" and "Traceback" not in err
     assert list(out.iterdir()) == []
+
+
+def test_sigterm_mangled_by_c_code_is_still_terminated():
+    """The SIGTERM handler's exception raised inside C code can come out as another one
+    (TensorFlow's graph tracing made it a SystemError): the block still ends as Terminated,
+    and an exception with no SIGTERM behind it passes unchanged."""
+    import os
+
+    from tlkit.system import Terminated, sigterm_as_interrupt
+
+    with pytest.raises(Terminated, match="SIGTERM"):
+        with sigterm_as_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except Terminated as e:
+                raise SystemError("bad argument to internal function") from e
+    with pytest.raises(SystemError):
+        with sigterm_as_interrupt():
+            raise SystemError("not a signal")

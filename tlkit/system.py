@@ -327,12 +327,23 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
         return
 
+    received: list[int] = []
+
     def terminate(signum: int, frame) -> None:
+        received.append(signum)
         raise Terminated("terminated (SIGTERM)")
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
+    except Terminated:
+        raise
+    except BaseException as e:
+        # raised inside C code, the signal's exception can come out as another one
+        # (TensorFlow tracing a graph turns it into a SystemError): it is still SIGTERM
+        if received:
+            raise Terminated("terminated (SIGTERM)") from e
+        raise
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
