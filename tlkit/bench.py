@@ -488,7 +488,7 @@ def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
     then, at the main width's size chosen on validation, notebook 2's four heads: features
     of the last layer or also of its ``taps``, fitted by AdamW or as a linear probe."""
     from tlkit.data import load_dataset
-    from tlkit.features import extract_features, probe_features
+    from tlkit.features import extract_features, heads_by_depth, probe_features
     from tlkit.train import configure_precision
 
     s = _settings("02", cfg)
@@ -496,7 +496,7 @@ def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
     precision = configure_precision(model="mobilenetv2")
     by_alpha: dict[str, dict] = {}
     kw = dict(weights=s["weights"], weights_dir=weights_dir, flip_train=True)
-    chosen = None
+    best = None  # (validation accuracy, features, run) of the main width's best size
 
     def summary(run) -> dict:
         m = run.evaluation["summary"]
@@ -510,10 +510,10 @@ def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
             feats = extract_features("mobilenetv2", ds, img_size=size, alpha=alpha, taps=s["taps"], **kw)
             run = probe_features(feats.last_layer(), ds, epochs=s["head_epochs"])
             val = run.evaluation["summary"]["val_accuracy"]
-            if alpha == s["alpha"] and (chosen is None or val > chosen[0]):
-                chosen = (val, feats)  # the main width's size chosen on validation, for its heads
+            if alpha == s["alpha"] and (best is None or val > best[0]):
+                best = (val, feats, run)
             row["by_size"][str(size)] = run.evaluation["summary"]["test_accuracy"]
-            row["val_by_size"][str(size)] = run.evaluation["summary"]["val_accuracy"]
+            row["val_by_size"][str(size)] = val
             row["extraction_images_per_second"][str(size)] = round(run.feats.images_per_second, 1)
             row["extraction_seconds"][str(size)] = round(run.feats.seconds, 1)
             row["extracted_images"] = run.feats.images
@@ -521,15 +521,13 @@ def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
             log(f"  alpha {alpha}, {size} px: {row['by_size'][str(size)]:.3f}", flush=True)
         by_alpha[str(alpha)] = row
     main = by_alpha[str(s["alpha"])]
-    both = chosen[1]
-    size, heads = both.img_size, {}
-    for where, feats in {"last layer": both.last_layer(), "taps + last layer": both}.items():
-        for head in ("adamw", "linear"):
-            if not (where == "taps + last layer" and not s["taps"]):
-                run = probe_features(feats, ds, head=head, **({"epochs": s["head_epochs"]} if head == "adamw" else {}))
-                heads[f"{where}, {head}"] = summary(run)
-                log(f"  {size} px, {where}, {head} head: {heads[f'{where}, {head}']['test_accuracy']:.3f}",
-                    flush=True)
+    _, both, plain = best
+    size, heads = both.img_size, {"last layer, adamw": summary(plain)}  # the size sweep's head
+    for (where, head), run in heads_by_depth(both, ds, epochs=s["head_epochs"],
+                                             skip=[("last layer", "adamw")]).items():
+        key = f"{'last layer' if where == 'last layer' else 'taps + last layer'}, {head}"
+        heads[key] = summary(run)
+        log(f"  {size} px, {key} head: {heads[key]['test_accuracy']:.3f}", flush=True)
     chosen = max(heads, key=lambda k: heads[k]["val_accuracy"])
     result["frozen_mobilenetv2"] = {**main, "alpha": s["alpha"], "by_alpha": by_alpha, "precision": precision,
                                     "heads": heads, "heads_img_size": size, "taps": s["taps"],

@@ -400,6 +400,22 @@ def probe_features(feats: Features, ds: Dataset, *, head: str = "adamw", **head_
     return ProbeRun(feats, head_model_, result, evaluation, head)
 
 
+def heads_by_depth(feats: Features, ds: Dataset, *, epochs: int, seed: int = 0,
+                   skip: Sequence[tuple[str, str]] = ()) -> dict[tuple[str, str], ProbeRun]:
+    """Where to read features from and how to fit the head, each change alone: a head of each
+    kind in :data:`HEADS` (AdamW for ``epochs``) on the last layer's features and, when
+    ``feats`` has taps, on all of them. Keys: (what was read, as ``records.to_frame``'s
+    ``read_from``, head kind); ``skip``: keys already at hand."""
+    runs = {}
+    for f in [feats.last_layer(), *([feats] if feats.taps else [])]:
+        where = " + ".join([*f.taps, "last layer"])
+        for head in HEADS:
+            if (where, head) not in skip:
+                kw = {"epochs": epochs} if head == "adamw" else {}
+                runs[(where, head)] = probe_features(f, ds, head=head, seed=seed, **kw)
+    return runs
+
+
 def per_class_indices(y: np.ndarray, per_class: int | None, seed: int = 0) -> np.ndarray:
     """Sorted indices of ``per_class`` training images of every class (None: all), a seeded
     stratified choice. With one seed, a smaller count's images are part of every larger
