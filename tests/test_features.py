@@ -279,6 +279,19 @@ def test_random_features_are_never_cached(tiny_ds, cache_dir):
     assert _files(cache_dir) == []
 
 
+def test_probe_without_cache_extracts_anew(tiny_ds, cache_dir, cnn_weights):
+    """``cache=False`` (the bench's way) times this run's extraction: a cached entry is neither
+    read nor rewritten."""
+    set_seed(0)
+    kw = dict(img_size=32, weights=cnn_weights, flip_train=False, epochs=1)
+    probe("cnn", tiny_ds, **kw)
+    stored = {f: (cache_dir / "features" / f).stat().st_mtime_ns for f in _files(cache_dir)}
+    assert len(stored) == 3 and all(probe("cnn", tiny_ds, **kw).feats.cached.values())
+    fresh = probe("cnn", tiny_ds, cache=False, **kw).feats
+    assert not any(fresh.cached.values()) and fresh.extractor is not None
+    assert {f: (cache_dir / "features" / f).stat().st_mtime_ns for f in _files(cache_dir)} == stored
+
+
 @pytest.mark.backends
 def test_head_on_cached_features_drops_into_the_classifier(fake_mnv2, tiny_ds):
     """A head trained on cached pretrained features is the head of a full image classifier

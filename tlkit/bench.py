@@ -495,7 +495,8 @@ def _frozen(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
     ds = load_dataset(s["dataset"], data_dir=data_dir, limit_per_class=s["limit_per_class"], seed=0)
     precision = configure_precision(model="mobilenetv2")
     by_alpha: dict[str, dict] = {}
-    kw = dict(weights=s["weights"], weights_dir=weights_dir, flip_train=True)
+    # cache=False: the bench times this run's extraction, never a cached figure from another run
+    kw = dict(weights=s["weights"], weights_dir=weights_dir, flip_train=True, cache=False)
     best = None  # (validation accuracy, features, run) of the main width's best size
 
     def summary(run) -> dict:
@@ -555,7 +556,7 @@ def _finetune(result: dict, cfg: dict, data_dir, weights_dir, log) -> None:
     run = fine_tune("mobilenetv2", ds, img_size=s["img_size"], weights=s["weights"], alpha=s["alpha"],
                     weights_dir=weights_dir, head_epochs=s["head_epochs"], epochs=s["finetune_epochs"],
                     unfreeze_last=s["unfreeze_last"], finetune_lr=s["finetune_lr"],
-                    batch_size=s["batch_size"], verbose=2)
+                    batch_size=s["batch_size"], cache=False, verbose=2)
     head = run.head_run
     ev = evaluate(with_flip_tta(run.clf.model), ds)  # as the CNN from scratch is scored
     log(f"  head {head.evaluation['summary']['test_accuracy']:.3f}, fine-tuned "

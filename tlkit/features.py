@@ -378,17 +378,17 @@ class ProbeRun:
 def probe(base: str, ds: Dataset, *, img_size: int | None = None, weights: str | None = None,
           alpha: float | None = None, weights_dir: str | Path | None = None,
           flip_train: bool = True, batch_size: int = 128, taps: Sequence[str] = (),
-          head: str = "adamw", **head_kwargs) -> ProbeRun:
+          head: str = "adamw", cache: bool = True, **head_kwargs) -> ProbeRun:
     """Extract (or read cached) features, fit a head and evaluate it on every split.
 
     ``taps``: inner layers read beside the last (:func:`extract_features`); ``head``: a key
     of :data:`HEADS`, ``adamw`` (:func:`fit_head`) or ``linear`` (:func:`fit_linear_head`),
-    given ``head_kwargs``."""
+    given ``head_kwargs``; ``cache=False`` extracts anew (a benchmark times its own extraction)."""
     if head not in HEADS:
         raise ValueError(f"unknown head '{head}'; choose from {', '.join(HEADS)}")
     feats = extract_features(base, ds, img_size=img_size, weights=weights, alpha=alpha,
                              weights_dir=weights_dir, flip_train=flip_train, batch_size=batch_size,
-                             taps=taps)
+                             taps=taps, cache=cache)
     return probe_features(feats, ds, head=head, **head_kwargs)
 
 

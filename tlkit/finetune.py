@@ -81,7 +81,7 @@ def fine_tune(base: str, ds: Dataset, *, img_size: int | None = None, weights: s
               alpha: float | None = None, weights_dir: str | Path | None = None,
               head_epochs: int = 20, epochs: int = 6, unfreeze_last: int = 40, lr: float = 1e-3,
               finetune_lr: float | None = None, augment: bool | Sequence[str] | None = ("flip",),
-              seed: int = 0, head_kwargs: dict | None = None,
+              seed: int = 0, head_kwargs: dict | None = None, cache: bool = True,
               before_finetune: Callable[[Classifier], None] | None = None, **kwargs) -> FineTuneRun:
     """Train a head on cached features for ``head_epochs`` at ``lr``, then fine-tune the
     backbone's last ``unfreeze_last`` layers with the head for ``epochs`` at ``finetune_lr``
@@ -92,11 +92,13 @@ def fine_tune(base: str, ds: Dataset, *, img_size: int | None = None, weights: s
     (batch_size, label_smoothing, verbose...). Mirrored training images stand in for flip
     augmentation in phase 1 when ``augment`` flips. ``before_finetune`` is called with the
     classifier before phase 2 (to report it, or check it fits on disk). ``epochs=0``: the
-    classifier around the head, untrained further.
+    classifier around the head, untrained further. ``cache=False``: features extracted anew,
+    not read from the features cache (so ``extract_seconds`` is this run's).
     """
     flips = "flip" in (DEFAULT_AUGMENT if augment is True else augment or ())
     head_run = probe(base, ds, img_size=img_size, weights=weights, alpha=alpha, weights_dir=weights_dir,
-                     flip_train=flips, epochs=head_epochs, lr=lr, seed=seed, **(head_kwargs or {}))
+                     flip_train=flips, cache=cache, epochs=head_epochs, lr=lr, seed=seed,
+                     **(head_kwargs or {}))
     clf = classifier_with_head(head_run, ds, weights=weights, alpha=alpha, weights_dir=weights_dir,
                                augment=augment)
     if before_finetune is not None:
