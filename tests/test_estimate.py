@@ -44,7 +44,15 @@ def ran_with(nb: str) -> dict:
 def test_the_cpu_estimates_agree_with_the_reference_course_run():
     """The cpu profile on the reference CPU, against the committed course run on that CPU,
     with the settings that run used. Its notebooks 2 and 3 read the features the bench had
-    cached: those are compared without their extraction."""
+    cached: those are compared without their extraction. Only a course run and a bench of one
+    commit are compared: two machines both called "AMD EPYC" were measured 44% apart on
+    MobileNetV2 fine-tuning (172 against 247 s an epoch) and alike on the CNN, so a run and a
+    bench of different sessions do not test the estimate."""
+    bench = json.loads(BENCH.read_text(encoding="utf-8"))
+    summary = json.loads(REFERENCE.read_text(encoding="utf-8"))
+    if summary.get("git_commit") != bench["git_commit"]:
+        pytest.skip(f"the reference course run ({str(summary.get('git_commit'))[:7]}) and bench "
+                    f"({bench['git_commit'][:7]}) are not from one commit: regenerate both (README)")
     ran = {course.notebook_id(r["notebook"]): r["seconds"]
            for r in json.loads(REFERENCE.read_text(encoding="utf-8"))["notebooks"]}
     assert json.loads(REFERENCE.read_text(encoding="utf-8"))["hardware"]["cpu"] == COSTS["bench"]["cpu"]
@@ -102,10 +110,12 @@ def test_faster_hardware_is_expected_sooner(nb):
 
 def test_a_folder_is_estimated_once_it_is_read(capsys):
     """Notebook 7 on a folder: no estimate before its size is known, then one from the split
-    sizes it found, with the largest fixed cost the bench measured (it predates notebook 7)."""
+    sizes it found, with its fixed cost as the bench measured it (the largest measured for a
+    notebook newer than the bench)."""
     s = {**course.profile_settings("07", "cpu"), "profile": "cpu"}
     assert estimate.announce("07", s, REF_CPU) is None
-    assert estimate.overhead_seconds("07") == max(COSTS["overhead_s"].values())
+    assert estimate.overhead_seconds("07") == COSTS["overhead_s"].get("07", max(COSTS["overhead_s"].values()))
+    assert estimate.overhead_seconds("99") == max(COSTS["overhead_s"].values())
     seconds = estimate.announce("07", {**s, "split_sizes": FLOWERS}, REF_CPU)
     fine = estimate.finetune_work(tuple(FLOWERS), s)
     assert seconds > estimate.overhead_seconds("07") + fine.seconds
