@@ -54,6 +54,7 @@ COSTS = {
                    "07": 41.1},
     "scratch_train_s": 0.0017784,
     "head_train_s": 2.1056e-05,
+    "linear_head_s": {"last": 0.00067333, "taps": 0.00135},
     "finetune_train_s": [128, 0.0054911],
     "extract_s": {"mobilenetv2": {"32": 0.00036292, "96": 0.0017522, "128": 0.0033795,
                                   "160": 0.0055218},
@@ -115,6 +116,11 @@ def costs_from_bench(bench: dict) -> dict:
         "scratch_train_s": _sig(scratch["wall_seconds"] / (scratch["epochs"] * scratch["train_images"])),
         # a head on features of the training images and their mirror images
         "head_train_s": _sig(ft["head_seconds"] / (ft["settings"]["head_epochs"] * 2 * ft["train_images"])),
+        # fit_linear_head's whole fit (three warm-started L2 strengths), per training image and
+        # mirror image: on the last layer's features, and on the taps' and last layer's
+        "linear_head_s": {which: _sig(frozen["heads"][f"{head}, linear"]["head_seconds"]
+                                      / (2 * frozen["train_images"]))
+                          for which, head in (("last", "last layer"), ("taps", "taps + last layer"))},
         "finetune_train_s": [ft["settings"]["img_size"], _sig(ft["finetune_seconds"] / (
             ft["settings"]["finetune_epochs"] * ft["train_images"]))],
         # frozen MobileNetV2 extraction over the whole data set, per width
@@ -208,11 +214,6 @@ def _work_01(s: dict) -> Work:
     return w
 
 
-# fit_linear_head: L-BFGS passes over the training features for its three L2 strengths
-# (warm-started), counted as epochs of an AdamW head.
-LINEAR_PASSES = 300
-
-
 def _work_02(s: dict) -> Work:
     w, split = Work(), split_sizes(s["dataset"], s["limit_per_class"])
     classes = SIZES[s["dataset"]][0]
@@ -241,8 +242,8 @@ def read_from_work(s: dict, split: tuple[int, int, int], w: Work | None = None) 
     w = w or Work()
     if s["taps"]:
         w.add(2 * split[0], COSTS["head_train_s"], _default(fit_head, "batch_size"), s["head_epochs"])
-    w.add(2 * split[0], COSTS["head_train_s"], _default(fit_head, "batch_size"),
-          LINEAR_PASSES * (2 if s["taps"] else 1))
+    for which in ("last", "taps") if s["taps"] else ("last",):
+        w.add(2 * split[0], COSTS["linear_head_s"][which], 2 * split[0])  # one fit, full batch
     return w
 
 
