@@ -56,9 +56,9 @@ def cached_extraction(nb: str, images: int) -> float:
 def test_the_cpu_estimates_agree_with_the_reference_course_run():
     """The cpu profile on the reference CPU, against the committed course run on that CPU,
     with the settings that run used, less the extractions it found cached (a first run makes
-    them). Only a course run and a bench of one commit are compared: two machines both called
-    "AMD EPYC" were measured 44% apart on MobileNetV2 fine-tuning (172 against 247 s an epoch)
-    and alike on the CNN, so a run and a bench of different sessions do not test the estimate."""
+    them). Only a course run and a bench of one commit are compared, made on one machine (the
+    records name a CPU only by its model name: two machines both called "AMD EPYC" were measured
+    44% apart on MobileNetV2 fine-tuning, 172 against 247 s an epoch, and alike on the CNN)."""
     bench = json.loads(BENCH.read_text(encoding="utf-8"))
     summary = json.loads(REFERENCE.read_text(encoding="utf-8"))
     if summary.get("git_commit") != bench["git_commit"]:

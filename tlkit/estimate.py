@@ -233,13 +233,8 @@ def _work_02(s: dict) -> Work:
         _evaluate(w, (n, split[1], split[2]), _cnn(), tta=True)
     # exercise 2's solution: a head without the mirrored features
     w.add(split[0], COSTS["head_train_s"], _default(fit_head, "batch_size"), s["head_epochs"])
-    return read_from_work(s, split, w)
-
-
-def read_from_work(s: dict, split: tuple[int, int, int], w: Work | None = None) -> Work:
-    """Notebook 2's "where to read the features from": an AdamW head on the features with
-    ``taps``, and linear probes on those and on the last layer's (features cached by then)."""
-    w = w or Work()
+    # "where to read the features from": an AdamW head on the features with the taps, and
+    # linear probes on those and on the last layer's (features extracted by then)
     if s["taps"]:
         w.add(2 * split[0], COSTS["head_train_s"], _default(fit_head, "batch_size"), s["head_epochs"])
     for which in ("last", "taps") if s["taps"] else ("last",):
